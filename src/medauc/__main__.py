@@ -1,0 +1,5 @@
+import sys
+
+from medauc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,358 @@
+"""Typed configuration: frozen dataclasses, a YAML file over them, ``key=value`` overrides over that.
+
+Resolution order (later wins): dataclass defaults -> ``configs/<name>.yaml`` (or a path) ->
+command-line overrides such as ``data.image_size=96`` or ``train.seeds=[0,1,2]``.
+An unknown key or a value of the wrong type raises :class:`ConfigError` naming the valid keys
+or the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and how to fix it."""
+
+
+def _kaggle_aliases() -> dict[str, str]:
+    # Folder names seen in public brain-tumour MRI sets, mapped to medauc's class names.
+    return {
+        "notumor": "healthy",
+        "no_tumor": "healthy",
+        "no-tumor": "healthy",
+        "no tumor": "healthy",
+        "normal": "healthy",
+        "glioma_tumor": "glioma",
+        "meningioma_tumor": "meningioma",
+        "pituitary_tumor": "pituitary",
+    }
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    source: str = "phantom"  # "phantom" (built-in synthetic MRI) or "folder"
+    path: str = ""  # folder-per-class root when source == "folder"
+    classes: list[str] = field(default_factory=lambda: ["healthy", "glioma", "meningioma", "pituitary"])
+    aliases: dict[str, str] = field(default_factory=_kaggle_aliases)
+    negative_class: str = "healthy"  # screening view: every other class is "positive"
+    split: str = "random"  # "random" (stratified, seeded) or "given" (Training/ and Testing/ folders)
+    test_fraction: float = 0.30
+    val_fraction: float = 0.10
+    image_size: int = 224  # classifier input size (square), images are cached at this size
+    near_duplicate_hamming: int = 6  # perceptual-hash distance (of 64 bits) that counts as near-duplicate
+    shortcut_audit: bool = True
+    workers: int = 2  # processes used to read and hash images
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """The built-in synthetic brain-MRI data set (used when data.source == "phantom")."""
+
+    n: int = 2000
+    size: int = 256
+    # Per-class counts; empty = the Kaggle rm1000 proportions (2000/1621/1645/1757) scaled to n.
+    counts: dict[str, int] = field(default_factory=dict)
+    planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])
+    subtle_fraction: float = 0.15  # share of tumours that are small and low-contrast
+    confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
+    anatomy: str = "auto"  # "auto" (Colin27 if installed, else MNI152), "colin27", "mni152"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which classifiers, by timm name, and where their weights come from."""
+
+    names: list[str] = field(default_factory=lambda: ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"])
+    pretrained: bool = False  # timm's own download (needs the internet)
+    weights: str = ""  # local weights: a file (one model) or a folder of <model name>.safetensors/.pth
+    in_chans: int = 1  # 1 = grayscale stem; 3 = replicate the channel for a pretrained RGB stem
+    drop_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The study's protocol, every part configurable."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    eps: float = 1e-8
+    plateau_factor: float = 0.1
+    plateau_patience: int = 3
+    early_stopping_patience: int = 2
+    monitor: str = "val"  # "val" (default) or "test" (the study's leaky protocol, warned)
+    hflip: bool = True
+    imbalance: str = "none"  # "none", "weighted_loss", "balanced_sampler"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    amp: bool = True  # bf16/fp16 autocast on CUDA only
+    channels_last: bool = True
+    num_threads: int = 0  # 0 = all cores
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    max_train_images: int = 0  # 0 = all; a cap for quick runs
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Restoration-based augmentation of the negative (healthy) class."""
+
+    enabled: bool = True
+    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
+    target: str = "multiple"  # "multiple", "count" or "share"
+    multiple: float = 6.0  # healthy train images become this many times the original (study: 6x)
+    count: int = 0
+    share: float = 0.0
+    image_size: int = 128
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    loss: str = "l1"  # "l1" or "mse"
+    strategies: list[str] = field(
+        default_factory=lambda: ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
+    )
+    strategy_model: str = "efficientnet_b0"
+    near_copy_threshold: float = 0.98  # SSIM to the source above which a generated image is a near-copy
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Statistics: intervals, tests and prevalence."""
+
+    n_bootstrap: int = 2000
+    level: float = 0.95
+    prevalences: list[float] = field(default_factory=lambda: [1e-4, 1e-2])
+    target_sensitivity: float = 0.99
+    calibration_bins: int = 15
+    renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Grad-CAM and its localisation scores."""
+
+    methods: list[str] = field(default_factory=lambda: ["gradcam"])
+    per_class: int = 4  # panels per class (correct and misclassified cases)
+    max_images: int = 400  # test images scored per model
+    batch_size: int = 16
+    sanity_check: bool = True
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    title: str = "medauc report"
+    formats: list[str] = field(default_factory=lambda: ["html", "md", "json"])
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+# ----------------------------------------------------------------------------- type checking
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise ConfigError naming ``key`` and the expected type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is type(None) and value is None:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string: accept any text Python reads as a number.
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad  # pragma: no cover - every field type is handled above
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} ({where}); valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping of {sorted(f.name for f in dataclasses.fields(tp))}, got {value!r}")
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("aliases", "counts"):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (or one section)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from a (possibly partial) nested dict."""
+    return _build(Config, values, "")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.seeds=[0,1]"`` -> (["train", "seeds"], [0, 1]). Values are read as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. data.image_size=96)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key; write section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.split("."), value
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A config name (``demo``) from ``configs/``, or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"no config named {name_or_path!r}; built-in configs: {', '.join(names)}, or give a path to a .yaml file")
+
+
+def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides; validated."""
+    values: dict[str, Any] = {}
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        values = loaded
+        values.setdefault("name", path.stem)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    merged = _deep_merge(to_dict(Config()), values)
+    return from_dict(merged)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of config sections (dataclasses or plain values), for stage caching."""
+    def plain(x: Any) -> Any:
+        return to_dict(x) if dataclasses.is_dataclass(x) else x
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that also accepts dotted section names: replace(cfg, **{"train.epochs": 2})."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        if "." in key:
+            section, sub = key.split(".", 1)
+            nested.setdefault(section, {})[sub] = value
+        else:
+            flat[key] = value
+    for section, sub in nested.items():
+        flat[section] = replace(getattr(cfg, section), **sub)
+    d = _deep_merge(to_dict(cfg), {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()})
+    return _build(type(cfg), d, "")

@@ -1,0 +1,84 @@
+import pytest
+
+from medauc.config import Config, ConfigError, config_hash, load_config, parse_override, replace
+
+
+def test_builtin_configs_load():
+    for name in ("demo", "smoke", "study"):
+        cfg = load_config(name)
+        assert cfg.name == name
+    assert load_config("study").model.names == ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"]
+    assert load_config("study").train.lr == pytest.approx(1e-4)
+
+
+def test_overrides_are_typed():
+    cfg = load_config("demo", ["data.image_size=96", "train.seeds=[0,1,2]", "train.lr=3e-4", "model.pretrained=true"])
+    assert cfg.data.image_size == 96
+    assert cfg.train.seeds == [0, 1, 2]
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.model.pretrained is True
+
+
+def test_int_is_accepted_as_float_but_not_the_reverse():
+    assert load_config("demo", ["data.test_fraction=1"]).data.test_fraction == 1.0
+    with pytest.raises(ConfigError, match=r"data.image_size: expected int, got 96.5"):
+        load_config("demo", ["data.image_size=96.5"])
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"train.seeds\[1\]: expected int"):
+        load_config("demo", ["train.seeds=[0,x]"])
+    with pytest.raises(ConfigError, match=r"model.pretrained: expected bool"):
+        load_config("demo", ["model.pretrained=maybe"])
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as exc:
+        load_config("demo", ["data.imagesize=96"])
+    msg = str(exc.value)
+    assert "data.imagesize" in msg and "image_size" in msg and "test_fraction" in msg
+    with pytest.raises(ConfigError, match="valid keys: .*augment.*data"):
+        load_config("demo", ["nosuchsection.x=1"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("data.image_size")
+    with pytest.raises(ConfigError, match="empty key"):
+        parse_override("data..x=1")
+
+
+def test_unknown_config_name_lists_builtins(tmp_path):
+    with pytest.raises(ConfigError, match="demo.*smoke.*study"):
+        load_config("nosuch")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2]\n")
+    with pytest.raises(ConfigError, match="data: expected a mapping"):
+        load_config(str(bad))
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("data:\n  image_size: 48\ntrain:\n  epochs: 3\n")
+    cfg = load_config(str(f), ["train.epochs=5"])
+    assert cfg.name == "mine" and cfg.data.image_size == 48 and cfg.train.epochs == 5
+    assert cfg.data.val_fraction == Config().data.val_fraction  # untouched default
+
+
+def test_config_is_frozen_and_replace_validates():
+    cfg = load_config("smoke")
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+    cfg2 = replace(cfg, **{"train.epochs": 7, "seed": 2})
+    assert cfg2.train.epochs == 7 and cfg2.seed == 2 and cfg.train.epochs != 7
+    with pytest.raises(ConfigError):
+        replace(cfg, **{"train.epochs": "many"})
+
+
+def test_config_hash_depends_on_content_only():
+    a = load_config("smoke")
+    b = load_config("smoke")
+    assert config_hash(a.data, a.seed) == config_hash(b.data, b.seed)
+    c = load_config("smoke", ["data.image_size=40"])
+    assert config_hash(a.data, a.seed) != config_hash(c.data, c.seed)
+    assert config_hash(a.train) == config_hash(c.train)

@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+
+from medauc.config import load_config
+from medauc.runs import (
+    RunFolderError,
+    atomic_path,
+    check_stage,
+    mark_stage,
+    open_run,
+    read_json,
+    seed_everything,
+    stage_is_done,
+    write_json,
+)
+
+
+def test_open_run_writes_config_and_environment(tmp_path):
+    cfg = load_config("smoke")
+    run = open_run(tmp_path / "r", cfg)
+    assert (run / "config.yaml").read_text().startswith("name: smoke")
+    env = read_json(run / "environment.json")
+    for key in ("python", "packages", "device", "cpu_count", "git_commit"):
+        assert key in env
+    assert env["packages"]["torch"]
+
+
+def test_same_config_reopens_different_config_needs_force(tmp_path):
+    cfg = load_config("smoke")
+    run = open_run(tmp_path / "r", cfg)
+    assert open_run(run, cfg) == run  # same config: continue
+    other = load_config("smoke", ["seed=1"])
+    with pytest.raises(RunFolderError, match="--force"):
+        open_run(run, other)
+    assert "seed: 0" in (run / "config.yaml").read_text()  # untouched
+    open_run(run, other, force=True)
+    assert "seed: 1" in (run / "config.yaml").read_text()
+    assert "seed: 0" in (run / "config.previous.yaml").read_text()  # nothing lost
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("mine")
+    with pytest.raises(RunFolderError, match="is a file"):
+        open_run(f, load_config("smoke"))
+    assert f.read_text() == "mine"
+
+
+def test_stage_records(tmp_path):
+    assert check_stage(tmp_path, "prepare", "k1", force=False) is True
+    mark_stage(tmp_path, "prepare", "k1")
+    assert stage_is_done(tmp_path, "prepare", "k1")
+    assert check_stage(tmp_path, "prepare", "k1", force=False) is False
+    with pytest.raises(RunFolderError, match="other inputs"):
+        check_stage(tmp_path, "prepare", "k2", force=False)
+    assert check_stage(tmp_path, "prepare", "k2", force=True) is True
+    assert not stage_is_done(tmp_path, "prepare", "k1")
+
+
+def test_atomic_write_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "a.json"
+    write_json(target, {"x": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert json.loads(target.read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_json_nan_becomes_null(tmp_path):
+    write_json(tmp_path / "n.json", {"a": float("nan"), "b": [np.float64("inf"), 1.5]})
+    assert read_json(tmp_path / "n.json") == {"a": None, "b": [None, 1.5]}
+
+
+def test_seed_everything_is_deterministic():
+    import torch
+
+    g1 = seed_everything(5)
+    a = (g1.random(3), np.random.rand(2), torch.rand(2))
+    g2 = seed_everything(5)
+    b = (g2.random(3), np.random.rand(2), torch.rand(2))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
