@@ -1,0 +1,81 @@
+"""The report: generated from a run folder's files, escaped, self-contained, loads in Chromium."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medauc.config import load_config
+from medauc.report import report_stage
+from medauc.report.browser import check_report, find_chromium
+from medauc.report.document import Document, to_html, to_markdown
+from medauc.runs import open_run, write_json
+
+
+def _fake_run(tmp_path, classes=("healthy", "glioma", "meningioma", "pituitary")):
+    cfg = load_config("smoke", [f"data.classes={json.dumps(list(classes))}"])
+    run = open_run(tmp_path / "run", cfg)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        label = classes[i % len(classes)]
+        rows.append({"image_id": f"{label}/{i}", "path": f"/x/{i}.png", "label": label,
+                     "split": ["train", "val", "test"][i % 3], "sha256": "", "phash": "", "width": 64,
+                     "height": 64, "mode": "L", "group": i})
+    pd.DataFrame(rows).to_csv(run / "manifest.csv", index=False)
+    write_json(run / "data_audit.json", {
+        "counts": {}, "unreadable": [{"path": "/x/<b>bad</b>.png", "reason": "zero-byte file"}],
+        "exact_duplicate_groups": [["a", "b"]], "near_duplicate_groups": [], "label_conflicts": [],
+        "cross_split_duplicates": 1,
+        "shortcut_auc": {"per_class": {c: float(rng.uniform(0.4, 0.6)) for c in classes}, "macro": 0.5, "max": 0.6},
+    })
+    return cfg, run
+
+
+def test_report_files_are_written_and_escaped(tmp_path):
+    cfg, run = _fake_run(tmp_path, classes=("healthy", "<script>alert(1)</script>"))
+    out = report_stage(cfg, run)
+    html = (run / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html  # data-derived text is escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;bad&lt;/b&gt;" in html
+    assert "<script" not in html.lower()  # the report itself carries no script
+    md = (run / "report.md").read_text()
+    assert "\\<script\\>" in md
+    results = json.loads((run / "results.json").read_text())
+    assert results["data"]["n_images"] == 40
+    assert results["data"]["audit"]["skipped"] == 1
+    assert set(out) == {"html", "md", "json"}
+
+
+def test_report_is_cached_and_rebuilt_when_inputs_change(tmp_path):
+    cfg, run = _fake_run(tmp_path)
+    assert "html" in report_stage(cfg, run)
+    assert report_stage(cfg, run) == {"skipped": True}
+    df = pd.read_csv(run / "manifest.csv")
+    df.loc[0, "split"] = "test"
+    df.to_csv(run / "manifest.csv", index=False)
+    assert "html" in report_stage(cfg, run)
+
+
+def test_document_renders_tables_and_figures_in_both_formats():
+    from medauc.report.figures import curves
+
+    doc = Document("t")
+    doc.h("Section")
+    doc.table(["a", "b"], [["x", 0.123456], ["y", float("nan")]], "cap")
+    doc.figure(curves({"m": ([0, 1], [0, 1])}, "x", "y", "t", diagonal=True), "a curve", "c.png")
+    html = to_html(doc)
+    assert "0.1235" in html and "n/a" in html and "data:image/png;base64," in html
+    md = to_markdown(doc)
+    assert "| x | 0.1235 |" in md and "![a curve](report_files/c.png)" in md
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (make setup installs it on Debian)")
+def test_report_loads_in_chromium_without_console_errors(tmp_path):
+    cfg, run = _fake_run(tmp_path)
+    report_stage(cfg, run)
+    check = check_report(run / "report.html")
+    assert check.console == []
+    assert check.dom_chars > 1000
