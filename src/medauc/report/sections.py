@@ -151,4 +151,189 @@ def environment_section(ctx: Context) -> None:
     ctx.results["environment"] = env
 
 
-ALL = [data_section, environment_section]
+# ----------------------------------------------------------------------------- models (Table 1)
+
+HEADLINE = [
+    ("accuracy", "accuracy"),
+    ("auc_macro", "macro AUC"),
+    ("f1_macro", "macro F1"),
+    ("screening_auc", "screening AUC"),
+    ("screening_sensitivity", "screening sens."),
+    ("screening_specificity", "screening spec."),
+    ("screening_f1", "screening F1"),
+    ("ece", "ECE"),
+]
+
+
+def _first_seed(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    seeds = model["seeds"]
+    key = sorted(seeds, key=lambda k: int(k))[0]
+    return key, seeds[key]
+
+
+def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: str = "model") -> list[dict[str, Any]]:
+    """One row per model: each headline metric with its 95% CI (first seed) or mean ± sd (several seeds)."""
+    rows, out = [], []
+    for name, m in metrics["models"].items():
+        seed, s = _first_seed(m)
+        summary = m.get("summary", {})
+        n_seeds = len(m["seeds"])
+        row: list[Any] = [name]
+        rec: dict[str, Any] = {label: name, "seeds": n_seeds}
+        for key, _ in HEADLINE:
+            cell = s["metrics"].get(key, {})
+            if n_seeds > 1 and key in summary:
+                row.append(f"{fmt(summary[key]['mean'])} ± {fmt(summary[key]['sd'])}")
+            else:
+                row.append(fmt_ci(cell.get("value"), cell.get("low"), cell.get("high")))
+            rec[key] = cell
+        rows.append(row)
+        out.append(rec)
+    seeds = {len(m["seeds"]) for m in metrics["models"].values()}
+    how = (f"mean ± sd over {max(seeds)} seeds" if max(seeds) > 1
+           else f"test set, with {int(metrics['level'] * 100)}% stratified bootstrap CIs ({metrics['n_bootstrap']} resamples)")
+    doc.table([label] + [h for _, h in HEADLINE], rows, f"{caption} ({how})")
+    return out
+
+
+def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str], metrics: list[str], caption: str, first_seed: Any) -> None:
+    sub = comparisons[comparisons["table"].isin(tables) & comparisons["metric"].isin(metrics)]
+    if "seed" in sub.columns and len(sub):
+        sub = sub[sub["seed"].astype(str) == str(first_seed)]
+    if not len(sub):
+        return
+    rows = [
+        [r.metric, r.model_a, r.model_b, fmt(r.difference), fmt_ci(r.difference, r.ci_low, r.ci_high), fmt_p(r.p_value),
+         fmt_p(r.p_holm), r.test, "yes" if str(r.significant) == "True" else "no"]
+        for r in sub.itertuples()
+    ]
+    doc.table(["metric", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "significant"], rows, caption)
+
+
+def models_section(ctx: Context) -> None:
+    doc = ctx.doc
+    doc.h("Table 1: the classifiers")
+    metrics = ctx.json("metrics.json")
+    if not metrics:
+        ctx.missing("metrics", "medauc evaluate")
+        return
+    aug = ctx.cfg.augment.enabled
+    trained_on = "the augmented, imbalanced training set (restoration-based augmentation of the healthy class)" if aug else "the original training set"
+    doc.p(f"Each model trained on {trained_on}, selected on the validation split "
+          f"(monitor: {ctx.cfg.train.monitor}), and evaluated once on the original test images. "
+          f"Screening view: {metrics['negative_class']} = negative, any other class = positive, score = 1 − p({metrics['negative_class']}).")
+    if ctx.cfg.train.monitor == "test":
+        doc.p("Warning: train.monitor=test — the test loss drove the learning-rate schedule and early stopping, "
+              "as in the original study. The test set leaked into model selection; its numbers are optimistic.", "warning")
+    ctx.results["table1"] = metrics_table(doc, metrics, "Table 1: test-set performance")
+    classes = metrics["classes"]
+    rows = []
+    for name, m in metrics["models"].items():
+        _, s = _first_seed(m)
+        rows.append([name] + [fmt_ci(s["metrics"].get(f"auc_{c}", {}).get("value"), s["metrics"].get(f"auc_{c}", {}).get("low"),
+                                     s["metrics"].get(f"auc_{c}", {}).get("high")) for c in classes])
+    doc.table(["model"] + [f"AUC {c}" for c in classes], rows, "One-vs-rest AUC per class (first seed, 95% CI)")
+
+    comp_path = ctx.path("comparisons.csv")
+    first_seed = _first_seed(next(iter(metrics["models"].values())))[0]
+    if comp_path.exists():
+        comparisons = pd.read_csv(comp_path)
+        comparisons_table(doc, comparisons, ["four_class", "screening"], ["accuracy", "auc_macro", "screening_auc"],
+                          "Paired comparisons on the same test images: accuracy and macro AUC by paired bootstrap, "
+                          "screening AUC by DeLong; Holm correction within each table", first_seed)
+
+    q = metrics.get("question_1")
+    if q:
+        doc.h("Accuracy versus AUC", 3)
+        doc.table(["rank", "by accuracy", "by macro AUC"],
+                  [[i + 1, a, b] for i, (a, b) in enumerate(zip(q["ranked_by_accuracy"], q["ranked_by_auc"]))],
+                  "Models ranked by accuracy and by AUC")
+        for pair in q.get("pairs", []):
+            doc.p(pair["sentence"])
+    rankings = metrics.get("rankings") or []
+    n_seeds = max(len(m["seeds"]) for m in metrics["models"].values())
+    if n_seeds > 1 and rankings:
+        rows = [[r["metric"], r["model_a"], r["model_b"], fmt(r["mean_a"]), fmt(r["mean_b"]), f"{r['fraction_seeds_a_better']:.0%}"]
+                for r in rankings if r["metric"] in ("accuracy", "auc_macro", "screening_auc")]
+        doc.table(["metric", "A (better on average)", "B", "mean A", "mean B", "seeds where A > B"], rows,
+                  f"How stable each ranking is over {n_seeds} seeds")
+
+    _curves(ctx, metrics)
+    _prevalence(ctx, metrics)
+
+
+def _read_curve(ctx: Context, rel: str, curve: str) -> pd.DataFrame | None:
+    p = ctx.path(rel)
+    if not p.exists():
+        return None
+    df = pd.read_csv(p)
+    return df[df["curve"] == curve]
+
+
+def _curves(ctx: Context, metrics: dict[str, Any]) -> None:
+    doc = ctx.doc
+    doc.h("Curves, confusion matrices and calibration", 3)
+    roc, pr, cal, mats = {}, {}, {}, {}
+    for name, m in metrics["models"].items():
+        _, s = _first_seed(m)
+        paths = s.get("curves", {})
+        auc = s["metrics"].get("screening_auc", {}).get("value")
+        r = _read_curve(ctx, paths.get("roc", ""), "screening")
+        if r is not None and len(r):
+            roc[f"{name} (AUC {fmt(auc, 3)})"] = (r["fpr"].to_numpy(), r["tpr"].to_numpy())
+        q = _read_curve(ctx, paths.get("pr", ""), "screening")
+        if q is not None and len(q):
+            q = q.sort_values("recall")
+            pr[name] = (q["recall"].to_numpy(), q["precision"].to_numpy())
+        c = _read_curve(ctx, paths.get("calibration", ""), "screening")
+        if c is not None and len(c):
+            cal[name] = (c["mean_predicted"].to_numpy(), c["observed"].to_numpy())
+        cm = s.get("confusion_matrix")
+        if cm:
+            mats[name] = np.asarray(cm["counts"])
+    if roc:
+        doc.figure(figures.curves(roc, "1 − specificity", "sensitivity", "Screening ROC (tumour vs healthy), test set", diagonal=True),
+                   "ROC curves of the screening score, first seed.", "roc_screening.png", 520)
+    if pr:
+        prev = metrics.get("test_prevalence")
+        doc.figure(figures.curves(pr, "recall (sensitivity)", "precision (PPV)", f"Screening precision-recall, test prevalence {fmt(prev, 3)}"),
+                   "Precision-recall curves of the screening score at the test set's prevalence.", "pr_screening.png", 520)
+    if mats:
+        doc.figure(figures.confusion_matrices(mats, metrics["classes"]), "Confusion matrices (test set, first seed; colour = row share).",
+                   "confusion.png")
+    if cal:
+        doc.figure(figures.curves(cal, "mean predicted probability", "observed frequency", "Reliability of the screening score (equal-mass bins)", diagonal=True),
+                   "Calibration: points on the diagonal are well calibrated.", "calibration.png", 520)
+
+
+def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
+    doc = ctx.doc
+    doc.h("At a clinical prevalence", 3)
+    doc.p("PPV and NPV expected at each prevalence, computed from the test sensitivity and specificity "
+          "(not by resampling the test set), at the arg-max decision and at the operating point chosen on the "
+          "validation split; expected AUPRC from the ROC curve at that prevalence.")
+    rows, out = [], []
+    for name, m in metrics["models"].items():
+        _, s = _first_seed(m)
+        for entry in s.get("prevalence", []):
+            def c(k: str) -> str:
+                v = entry.get(k) or {}
+                return fmt_ci(v.get("value"), v.get("low"), v.get("high"), 4) if v else "n/a"
+            label = f"{entry['prevalence']:.4g}" + (" (test set)" if entry.get("source") not in (None, "evaluate.prevalences") else "")
+            rows.append([name, label, c("ppv"), c("npv"), c("op_ppv"), c("op_npv"), c("auprc")])
+            out.append({"model": name, **entry})
+    doc.table(["model", "prevalence", "PPV", "NPV", "PPV at op. point", "NPV at op. point", "AUPRC"], rows,
+              "Positive and negative predictive value at realistic prevalences (95% CI)")
+    ctx.results["prevalence"] = out
+
+
+def definitions_section(ctx: Context) -> None:
+    metrics = ctx.json("metrics.json")
+    if not metrics:
+        return
+    ctx.doc.h("Definitions")
+    ctx.doc.table(["metric", "definition"], [[k, v] for k, v in metrics.get("definitions", {}).items()],
+                  "Every metric in this report")
+
+
+ALL = [data_section, models_section, definitions_section, environment_section]
