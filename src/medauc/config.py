@@ -140,6 +140,7 @@ class EvaluateConfig:
     target_sensitivity: float = 0.99
     calibration_bins: int = 15
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
+    question_auc: str = "auc_macro"  # the AUC the study's first question ranks by: "auc_macro" or "screening_auc"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ class ExplainConfig:
     max_images: int = 400  # test images scored per model
     batch_size: int = 16
     sanity_check: bool = True
+    target_layer: str = ""  # dotted module name to explain; "" = deepest usable feature_info layer
+    min_grid: int = 2  # skip layers whose map is smaller than this many cells a side (1x1 says nothing)
+    pointing_tolerance: float = 0.067  # pointing-game hit radius around the mask, share of the image side (15 px of 224)
 
 
 @dataclass(frozen=True)

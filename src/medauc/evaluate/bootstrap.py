@@ -1,0 +1,94 @@
+"""Stratified, seeded, vectorised bootstrap: resamples as count weights, intervals, paired p-values.
+
+A resample is a vector of counts w (n,), how often each image was drawn; images are drawn with
+replacement within each true class, so every resample keeps the class sizes of the test set (and
+every one-vs-rest AUC stays defined). The same weights are applied to every model, which makes
+model differences paired by image. Resamples are produced in chunks to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from medauc.errors import EvaluationError
+
+# Upper bound on the entries of one weight chunk (B_chunk x n float64 = 160 MB).
+CHUNK_ENTRIES = 20_000_000
+
+
+def bootstrap_weights(strata: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) float64 counts: each row resamples every stratum (value of ``strata`` (n,)) to its own size."""
+    strata = np.asarray(strata)
+    if n_resamples < 1:
+        raise EvaluationError(f"evaluate.n_bootstrap must be >= 1, got {n_resamples}")
+    n = strata.size
+    W = np.zeros((n_resamples, n), dtype=np.float64)
+    offsets = np.arange(n_resamples)[:, None]
+    for value in np.unique(strata):
+        idx = np.flatnonzero(strata == value)
+        k = idx.size
+        draws = rng.integers(0, k, size=(n_resamples, k)) + offsets * k
+        W[:, idx] = np.bincount(draws.ravel(), minlength=n_resamples * k).reshape(n_resamples, k)
+    return W
+
+
+def weight_chunks(strata: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield weight matrices (B_chunk, n) summing to ``n_resamples`` rows, from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, min(n_resamples, CHUNK_ENTRIES // max(1, np.asarray(strata).size)))
+    done = 0
+    while done < n_resamples:
+        b = min(per_chunk, n_resamples - done)
+        yield bootstrap_weights(strata, b, rng)
+        done += b
+
+
+def bootstrap_many(
+    strata: np.ndarray,
+    n_resamples: int,
+    seed: int,
+    functions: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]],
+    progress: bool = False,
+    desc: str = "bootstrap",
+) -> dict[str, dict[str, np.ndarray]]:
+    """Apply every function (W (B, n) -> {metric: (B,)}) to the same resamples: {key: {metric: (n_resamples,)}}."""
+    from tqdm import tqdm
+
+    parts: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in functions}
+    bar = tqdm(total=n_resamples, desc=desc, unit="resample", disable=not progress, leave=False)
+    for W in weight_chunks(strata, n_resamples, seed):
+        for key, fn in functions.items():
+            for name, v in fn(W).items():
+                parts[key].setdefault(name, []).append(v)
+        bar.update(W.shape[0])
+    bar.close()
+    return {k: {m: np.concatenate(v) for m, v in d.items()} for k, d in parts.items()}
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (B,); undefined (nan) replicates are left out, all-nan -> nan."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(r, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def paired_p_value(differences: np.ndarray) -> float:
+    """Two-sided bootstrap p-value that a paired difference is 0, from its replicates (B,).
+
+    p = 2 min((1 + #{d <= 0}) / (B + 1), (1 + #{d >= 0}) / (B + 1)), at most 1; nan if no
+    replicate is defined.
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan")
+    b = d.size
+    low = (1 + np.count_nonzero(d <= 0)) / (b + 1)
+    high = (1 + np.count_nonzero(d >= 0)) / (b + 1)
+    return float(min(1.0, 2 * min(low, high)))

@@ -1,0 +1,472 @@
+"""Evaluate predictions files of several models and seeds; paired comparisons; the study's first question.
+
+:func:`evaluate_predictions` is the reusable core: ``{model: {seed: test.csv}}`` in, a dict
+out with the layout of ``metrics.json`` (see :mod:`medauc.evaluate.command`) plus
+``"comparisons"``, the rows of ``comparisons.csv``. Every model must have been evaluated on
+the same test images (same ids, same labels): the bootstrap resamples are shared, so every
+difference between models is paired by image.
+
+Comparison tables (Holm's correction runs within one table and one seed):
+
+- ``four_class``: accuracy, balanced accuracy, macro AUC, macro F1, log loss (paired bootstrap);
+- ``per_class_auc``: each one-vs-rest AUC (DeLong);
+- ``per_class``: per-class sensitivity, specificity, PPV (paired bootstrap);
+- ``screening``: screening AUC (DeLong), AUPRC, sensitivity, specificity, PPV, NPV, F1 (bootstrap);
+- ``operating_point``: the same at the validation-chosen threshold (bootstrap), when val files exist;
+- ``calibration``: Brier, ECE, screening Brier and ECE (bootstrap).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medauc.config import Config
+from medauc.errors import EvaluationError
+from medauc.evaluate.bootstrap import bootstrap_many, paired_p_value, percentile_interval
+from medauc.evaluate.delong import delong_test
+from medauc.evaluate.metrics import (
+    DEFINITIONS,
+    LOWER_IS_BETTER,
+    MetricEngine,
+    Predictions,
+    point_metrics,
+    read_predictions,
+    screening_threshold,
+)
+from medauc.evaluate.prevalence import prevalence_table
+
+COMPARISON_FIELDS = [
+    "table", "seed", "metric", "model_a", "model_b", "value_a", "value_b", "difference",
+    "ci_low", "ci_high", "p_value", "p_holm", "test", "significant",
+]
+# Differences this small are float rounding of equal values (e.g. means of the same counts).
+TIE = 1e-12
+# Metrics summarised over seeds and ranked pairwise.
+HEADLINE = [
+    "accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "log_loss", "screening_auc",
+    "screening_auprc", "screening_sensitivity", "screening_specificity", "op_sensitivity",
+    "op_specificity", "brier", "ece",
+]
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (same order); nan p-values stay nan and do not count."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adj)
+    return out
+
+
+def comparison_tables(classes: Sequence[str], has_operating_point: bool) -> dict[str, list[tuple[str, str]]]:
+    """table -> [(metric, test)] with test "delong" or "paired_bootstrap"."""
+    bs = "paired_bootstrap"
+    tables = {
+        "four_class": [(m, bs) for m in ("accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "log_loss")],
+        "per_class_auc": [(f"auc_{c}", "delong") for c in classes],
+        "per_class": [(f"{m}_{c}", bs) for c in classes for m in ("sensitivity", "specificity", "ppv")],
+        "screening": [("screening_auc", "delong")]
+        + [(f"screening_{m}", bs) for m in ("auprc", "sensitivity", "specificity", "ppv", "npv", "f1")],
+        "calibration": [(m, bs) for m in ("brier", "ece", "screening_brier", "screening_ece")],
+    }
+    if has_operating_point:
+        tables["operating_point"] = [(f"op_{m}", bs) for m in ("sensitivity", "specificity", "ppv", "npv", "f1")]
+    return tables
+
+
+@dataclass
+class _Entry:
+    model: str
+    seed: int
+    test: Predictions
+    engine: MetricEngine
+    operating_point: dict[str, Any] | None
+    values: dict[str, float] = field(default_factory=dict)
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _load(
+    pred_files: Mapping[str, Mapping[int, str | Path]],
+    cfg: Config,
+    val_files: Mapping[str, Mapping[int, str | Path]] | None,
+    check_classes: bool,
+) -> list[_Entry]:
+    ev = cfg.evaluate
+    classes = cfg.data.classes if check_classes else None
+    entries: list[_Entry] = []
+    ref: Predictions | None = None
+    for model, seeds in pred_files.items():
+        if not seeds:
+            raise EvaluationError(f"model {model!r} has no predictions files")
+        for seed, path in sorted(seeds.items()):
+            test = read_predictions(path, cfg.data.negative_class, classes, ev.renormalise)
+            if ref is None:
+                ref = test
+            else:
+                test = _align(test, ref)
+            op = None
+            val_path = (val_files or {}).get(model, {}).get(seed)
+            if val_path is not None:
+                val = read_predictions(val_path, cfg.data.negative_class, classes, ev.renormalise).with_classes(ref.classes)
+                t, vsens, vspec = screening_threshold(val, ev.target_sensitivity)
+                op = {
+                    "threshold": t, "target_sensitivity": ev.target_sensitivity,
+                    "val_sensitivity": vsens, "val_specificity": vspec, "val_file": str(val_path),
+                    "rule": "largest threshold on 1 - p(negative) with validation sensitivity >= target; positive if score >= threshold",
+                }
+            engine = MetricEngine(test, op["threshold"] if op else None, ev.prevalences, ev.calibration_bins)
+            entries.append(_Entry(model, int(seed), test, engine, op))
+    if not entries:
+        raise EvaluationError("no predictions files were given to evaluate")
+    return entries
+
+
+def _align(test: Predictions, ref: Predictions) -> Predictions:
+    """``test`` in ``ref``'s class and row order; refuse different image sets or labels."""
+    test = test.with_classes(ref.classes)
+    a, b = set(ref.image_ids.tolist()), set(test.image_ids.tolist())
+    if a != b:
+        only_ref = sorted(a - b)[:3]
+        only_test = sorted(b - a)[:3]
+        raise EvaluationError(
+            f"{test.source} and {ref.source} hold different test images ({len(b)} vs {len(a)} ids; "
+            f"only in the first: {only_test}, only in the second: {only_ref}); paired comparisons need "
+            "predictions for the same images: re-run prediction on the same test split"
+        )
+    test = test.reorder(ref.image_ids)
+    differ = np.flatnonzero(test.y != ref.y)
+    if differ.size:
+        i = differ[0]
+        raise EvaluationError(
+            f"{test.source} and {ref.source} give different labels for {differ.size} images "
+            f"(e.g. {ref.image_ids[i]}: {test.classes[test.y[i]]} vs {ref.classes[ref.y[i]]}); they come from different manifests"
+        )
+    return test
+
+
+def _cell(value: float, reps: np.ndarray, level: float) -> dict[str, float]:
+    low, high = percentile_interval(reps, level)
+    return {"value": value, "low": low, "high": high}
+
+
+def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, level: float) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "table": table, "seed": a.seed, "metric": metric, "model_a": a.model, "model_b": b.model,
+        "value_a": a.values[metric], "value_b": b.values[metric], "test": test,
+    }
+    if not (np.isfinite(row["value_a"]) and np.isfinite(row["value_b"])):
+        # undefined for these data (already warned when the metric was computed): no test
+        nan = float("nan")
+        row.update(difference=nan, ci_low=nan, ci_high=nan, p_value=nan)
+    elif test == "delong":
+        if metric == "screening_auc":
+            y, sa, sb = a.test.positive, a.test.screening_score, b.test.screening_score
+        else:
+            c = a.test.classes.index(metric[len("auc_"):])
+            y, sa, sb = a.test.y == c, a.test.probs[:, c], b.test.probs[:, c]
+        r = delong_test(y, sa, sb, level=level)
+        row.update(difference=r.difference, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value)
+    else:
+        d = a.replicates[metric] - b.replicates[metric]
+        low, high = percentile_interval(d, level)
+        row.update(difference=a.values[metric] - b.values[metric], ci_low=low, ci_high=high, p_value=paired_p_value(d))
+    return row
+
+
+def _comparisons(entries: list[_Entry], models: list[str], level: float) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    by_key = {(e.model, e.seed): e for e in entries}
+    seeds = sorted({e.seed for e in entries})
+    classes = entries[0].test.classes
+    for seed in seeds:
+        present = [m for m in models if (m, seed) in by_key]
+        has_op = all(by_key[(m, seed)].operating_point is not None for m in present)
+        for table, metrics in comparison_tables(classes, has_op).items():
+            table_rows = [
+                _compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level)
+                for metric, test in metrics
+                for ma, mb in itertools.combinations(present, 2)
+            ]
+            adj = holm([r["p_value"] for r in table_rows])
+            for r, p in zip(table_rows, adj):
+                r["p_holm"] = float(p)
+                r["significant"] = bool(np.isfinite(p) and p < 1 - level)
+            rows.extend(table_rows)
+    return rows
+
+
+def _summary(entries: list[_Entry], model: str) -> dict[str, Any]:
+    mine = [e for e in entries if e.model == model]
+    out: dict[str, Any] = {}
+    for metric in mine[0].values:
+        vals = np.array([e.values.get(metric, np.nan) for e in mine])
+        out[metric] = {
+            "mean": float(np.mean(vals)),
+            "sd": float(np.std(vals, ddof=1)) if vals.size > 1 else float("nan"),
+            "n_seeds": int(vals.size),
+            "values": {str(e.seed): e.values.get(metric, float("nan")) for e in mine},
+        }
+    return out
+
+
+def _better(metric: str, a: float, b: float) -> float:
+    """1 if a is better than b on ``metric``, 0 if worse, 0.5 if tied, nan if undefined."""
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return float("nan")
+    if abs(a - b) <= TIE:
+        return 0.5
+    return float((a < b) if metric in LOWER_IS_BETTER else (a > b))
+
+
+def _rankings(entries: list[_Entry], models: list[str], summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each headline metric and pair: the pair ordered by seed mean, and the share of seeds agreeing."""
+    by_key = {(e.model, e.seed): e for e in entries}
+    rows = []
+    for metric in HEADLINE:
+        if any(metric not in summaries[m] for m in models):
+            continue
+        for ma, mb in itertools.combinations(models, 2):
+            if _better(metric, summaries[mb][metric]["mean"], summaries[ma][metric]["mean"]) == 1.0:  # a = the better
+                ma, mb = mb, ma
+            common = sorted({s for (m, s) in by_key if m == ma} & {s for (m, s) in by_key if m == mb})
+            wins = [_better(metric, by_key[(ma, s)].values.get(metric, np.nan), by_key[(mb, s)].values.get(metric, np.nan)) for s in common]
+            wins = [w for w in wins if np.isfinite(w)]
+            rows.append({
+                "metric": metric, "model_a": ma, "model_b": mb,
+                "mean_a": summaries[ma][metric]["mean"], "mean_b": summaries[mb][metric]["mean"],
+                "n_seeds": len(wins),
+                "fraction_seeds_a_better": float(np.mean(wins)) if wins else float("nan"),
+            })
+    return rows
+
+
+def _fmt_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "p undefined"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[dict[str, Any]],
+           means: dict[str, float], n_seeds: int, level: float) -> tuple[str, bool]:
+    """One plain sentence about ``winner`` beating ``loser`` on ``metric``, and whether it is significant in every seed."""
+    diff = means[winner] - means[loser]
+    verb = "lower" if metric in LOWER_IS_BETTER else "higher"
+    mine = [r for r in rows if r["metric"] == metric and {r["model_a"], r["model_b"]} == {winner, loser}]
+    sig = [r for r in mine if r["significant"]]
+    if n_seeds == 1 and mine:
+        r = mine[0]
+        holm_note = f", Holm-adjusted {r['p_holm']:.2g}" if np.isfinite(r["p_holm"]) and r["p_holm"] != r["p_value"] else ""
+        verdict = "significant" if r["significant"] else "not significant"
+        return (
+            f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} "
+            f"({r['test'].replace('_', ' ')}, {_fmt_p(r['p_value'])}{holm_note}): {verdict}",
+            bool(r["significant"]),
+        )
+    return (
+        f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} on average over {n_seeds} seeds; "
+        f"the difference is significant (Holm-adjusted p < {1 - level:.2g}) in {len(sig)} of {len(mine)} seeds",
+        bool(mine) and len(sig) == len(mine),
+    )
+
+
+def question_one(
+    summaries: dict[str, dict[str, Any]], comparisons: list[dict[str, Any]], models: list[str],
+    auc_metric: str, level: float,
+) -> dict[str, Any]:
+    """Do the models that win by accuracy also win by AUC? Rankings, discordant pairs, a plain answer."""
+    if len(models) < 2:
+        return {"answer": "Only one model was evaluated: there is nothing to rank.", "pairs": []}
+    acc = {m: summaries[m]["accuracy"]["mean"] for m in models}
+    auc = {m: summaries[m][auc_metric]["mean"] for m in models}
+    n_seeds = min(summaries[m]["accuracy"]["n_seeds"] for m in models)
+    by_acc = sorted(models, key=lambda m: -acc[m])
+    by_auc = sorted(models, key=lambda m: -auc[m])
+    auc_label = "macro AUC" if auc_metric == "auc_macro" else "screening AUC" if auc_metric == "screening_auc" else auc_metric
+    pairs = []
+    for ma, mb in itertools.combinations(models, 2):
+        if not all(np.isfinite(v) for v in (acc[ma], acc[mb], auc[ma], auc[mb])):
+            continue
+        d_acc, d_auc = acc[ma] - acc[mb], auc[ma] - auc[mb]
+        if abs(d_acc) > TIE and abs(d_auc) > TIE and d_acc * d_auc < 0:
+            acc_win, acc_lose = (ma, mb) if acc[ma] > acc[mb] else (mb, ma)
+            s_acc, sig_acc = _claim("accuracy", "accuracy", acc_win, acc_lose, comparisons, acc, n_seeds, level)
+            s_auc, sig_auc = _claim(auc_label, auc_metric, acc_lose, acc_win, comparisons, auc, n_seeds, level)
+            pairs.append({
+                "accuracy_winner": acc_win, "auc_winner": acc_lose,
+                "accuracy_difference": acc[acc_win] - acc[acc_lose], "auc_difference": auc[acc_lose] - auc[acc_win],
+                "accuracy_significant": sig_acc, "auc_significant": sig_auc,
+                "sentence": f"{s_acc}; but {s_auc}.",
+            })
+    leaders = f"Best by accuracy: {by_acc[0]} ({acc[by_acc[0]]:.4f}); best by {auc_label}: {by_auc[0]} ({auc[by_auc[0]]:.4f})."
+    if not pairs:
+        answer = f"{leaders} Accuracy and {auc_label} rank the models the same way."
+    else:
+        n_sig = sum(p["accuracy_significant"] or p["auc_significant"] for p in pairs)
+        if n_sig == 0:
+            tail = ("none of these differences is significant, so these data do not show that the "
+                    f"accuracy ranking and the {auc_label} ranking really differ.")
+        else:
+            tail = (f"in {n_sig} of them at least one of the two differences is significant, so for those pairs "
+                    f"the accuracy winner is not the {auc_label} winner.")
+        answer = f"{leaders} Accuracy and {auc_label} rank {len(pairs)} pair(s) of models differently; {tail}"
+    return {
+        "auc_metric": auc_metric, "ranked_by_accuracy": by_acc, "ranked_by_auc": by_auc,
+        "accuracy": acc, "auc": auc, "n_seeds": n_seeds, "pairs": pairs, "answer": answer,
+    }
+
+
+def _write_curves(entry: _Entry, folder: Path) -> dict[str, str]:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from medauc.runs import write_csv
+
+    p = entry.test
+    roc_rows, pr_rows = [], []
+    curves = [("screening", p.positive, p.screening_score)] + [
+        (c, p.y == i, p.probs[:, i]) for i, c in enumerate(p.classes)
+    ]
+    for name, truth, score in curves:
+        if truth.all() or not truth.any():
+            continue  # a curve needs both classes; the metric is nan and was warned about
+        fpr, tpr, thr = roc_curve(truth, score)
+        roc_rows += [{"curve": name, "threshold": t, "fpr": f, "tpr": r} for t, f, r in zip(thr, fpr, tpr)]
+        prec, rec, thr = precision_recall_curve(truth, score)
+        pr_rows += [{"curve": name, "threshold": t, "recall": r, "precision": q} for t, r, q in zip(np.r_[thr, np.inf], rec, prec)]
+    files = {
+        "roc": write_csv(folder / "roc.csv", roc_rows, ["curve", "threshold", "fpr", "tpr"]),
+        "pr": write_csv(folder / "pr.csv", pr_rows, ["curve", "threshold", "recall", "precision"]),
+        "calibration": write_csv(folder / "calibration.csv", entry.engine.reliability(),
+                                 ["curve", "bin", "count", "mean_predicted", "observed"]),
+    }
+    return {k: str(v) for k, v in files.items()}
+
+
+def evaluate_predictions(
+    pred_files: Mapping[str, Mapping[int, str | Path]],
+    cfg: Config,
+    val_files: Mapping[str, Mapping[int, str | Path]] | None = None,
+    curves_dir: str | Path | None = None,
+    progress: bool = False,
+    check_classes: bool = True,
+) -> dict[str, Any]:
+    """Evaluate test predictions files ``{model: {seed: path}}`` with bootstrap CIs and paired comparisons.
+
+    ``val_files`` (same layout) give the operating point; ``curves_dir`` (optional) receives
+    ``<model>/<seed>/{roc,pr,calibration}.csv``. Returns the ``metrics.json`` layout plus
+    ``"comparisons"`` (rows of ``comparisons.csv``). Classes must equal ``cfg.data.classes`` as
+    a set when ``check_classes``.
+    """
+    ev = cfg.evaluate
+    if not (0.0 < ev.level < 1.0):
+        raise EvaluationError(f"evaluate.level must be between 0 and 1, got {ev.level}")
+    if ev.question_auc not in ("auc_macro", "screening_auc"):
+        raise EvaluationError(f"evaluate.question_auc must be 'auc_macro' or 'screening_auc', got {ev.question_auc!r}")
+    entries = _load(pred_files, cfg, val_files, check_classes)
+    models = list(dict.fromkeys(e.model for e in entries))
+    ref = entries[0].test
+    for e in entries:
+        e.values = point_metrics(e.engine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reps = bootstrap_many(
+            ref.y, ev.n_bootstrap, cfg.seed,
+            {(e.model, e.seed): e.engine.compute for e in entries},
+            progress=progress, desc="bootstrap",
+        )
+    for e in entries:
+        e.replicates = reps[(e.model, e.seed)]
+    comparisons = _comparisons(entries, models, ev.level)
+    own_prev = float(ref.positive.mean())
+    out_models: dict[str, Any] = {m: {"seeds": {}} for m in models}
+    for e in entries:
+        seed_out: dict[str, Any] = {
+            "test_file": e.test.source,
+            "n": e.test.n,
+            "n_per_class": {c: int(n) for c, n in zip(e.test.classes, np.bincount(e.test.y, minlength=len(e.test.classes)))},
+            "metrics": {k: _cell(v, e.replicates[k], ev.level) for k, v in e.values.items()},
+            "confusion_matrix": {"rows": "true class", "columns": "arg-max class", "classes": list(e.test.classes),
+                                 "counts": e.engine.confusion_matrix().tolist()},
+            "operating_point": e.operating_point,
+            "prevalence": prevalence_table(e.values, e.replicates, ev.prevalences, own_prev, ev.level),
+        }
+        if curves_dir is not None:
+            seed_out["curves"] = _write_curves(e, Path(curves_dir) / e.model / str(e.seed))
+        out_models[e.model]["seeds"][str(e.seed)] = seed_out
+    summaries = {m: _summary(entries, m) for m in models}
+    for m in models:
+        out_models[m]["summary"] = summaries[m]
+    definitions = dict(DEFINITIONS)
+    return {
+        "schema": "medauc.metrics/1",
+        "classes": list(ref.classes),
+        "negative_class": ref.classes[ref.negative],
+        "test_prevalence": own_prev,
+        "level": ev.level,
+        "n_bootstrap": ev.n_bootstrap,
+        "bootstrap_seed": cfg.seed,
+        "prevalences": list(ev.prevalences),
+        "definitions": definitions,
+        "models": out_models,
+        "rankings": _rankings(entries, models, summaries),
+        "question_1": question_one(summaries, comparisons, models, ev.question_auc, ev.level),
+        "comparisons": comparisons,
+    }
+
+
+def _names_for(paths: Sequence[Path]) -> list[str]:
+    """Short unique names for files: ``<model>/<seed>`` for predictions/<model>/<seed>/x.csv, else the stem."""
+    names = []
+    for p in paths:
+        parts = p.resolve().parts
+        if len(parts) >= 4 and parts[-4] == "predictions":
+            names.append(f"{parts[-3]}/{parts[-2]}")
+        else:
+            names.append(p.stem)
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
+def compare_files(
+    paths: Sequence[str | Path],
+    negative_class: str = "healthy",
+    level: float = 0.95,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    renormalise: bool = True,
+) -> dict[str, Any]:
+    """Compare predictions files of the same test images (``medauc compare``): per-file metrics with
+    CIs and paired tests for every pair. Returns ``{"files", "models", "comparisons", "question_1"}``."""
+    from medauc.config import replace
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise EvaluationError(f"medauc compare needs at least two predictions files, got {len(paths)}")
+    first = read_predictions(paths[0], negative_class, renormalise=renormalise)
+    cfg = replace(Config(), **{
+        "seed": seed,
+        "data.classes": list(first.classes), "data.negative_class": negative_class,
+        "evaluate.level": level, "evaluate.n_bootstrap": n_bootstrap, "evaluate.renormalise": renormalise,
+    })
+    names = _names_for(paths)
+    result = evaluate_predictions({n: {0: p} for n, p in zip(names, paths)}, cfg)
+    return {
+        "files": dict(zip(names, map(str, paths))),
+        "level": level,
+        "n_bootstrap": n_bootstrap,
+        "models": {n: result["models"][n]["seeds"]["0"]["metrics"] for n in names},
+        "comparisons": result["comparisons"],
+        "question_1": result["question_1"],
+    }

@@ -1,0 +1,198 @@
+"""The evaluate stage end to end on simulated predictions files: files, caching, CLI, compare, question 1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medauc import cli, runs
+from medauc.config import load_config
+from medauc.errors import EvaluationError
+from medauc.evaluate import compare_files, delong_test, evaluate_predictions, evaluate_stage
+from medauc.evaluate.compare import COMPARISON_FIELDS
+from medauc.evaluate.metrics import read_predictions
+from medauc.evaluate.synthetic import simulate_run
+
+MODELS = {"test_resnet": 1.6, "test_vit": 2.4, "test_effnet": 1.7}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    simulate_run(root, MODELS, seeds=(0, 1), n_per_class=(50, 30, 30, 30))
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=200", "model.names=[test_vit,test_resnet]"])
+    run_dir = runs.open_run(root, cfg)
+    result = evaluate_stage(cfg, run_dir)
+    return cfg, run_dir, result
+
+
+def test_metrics_json_has_every_metric_with_ci_and_definition(run):
+    cfg, run_dir, result = run
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["schema"] == "medauc.metrics/1"
+    assert list(on_disk["models"]) == ["test_vit", "test_resnet", "test_effnet"]  # config order first
+    seed0 = on_disk["models"]["test_vit"]["seeds"]["0"]
+    assert seed0["n"] == 140 and seed0["n_per_class"]["healthy"] == 50
+    metrics = seed0["metrics"]
+    for name in ("accuracy", "auc_macro", "screening_auc", "op_sensitivity", "ece", "brier", "log_loss",
+                 "auc_glioma", "ppv@0.0001", "auprc@0.01"):
+        cell = metrics[name]
+        assert cell["low"] <= cell["value"] <= cell["high"], name
+    defs = on_disk["definitions"]
+    for name in metrics:
+        generic = name.split("@")[0] + "@<prevalence>" if "@" in name else name
+        for c in cfg.data.classes:
+            generic = generic.replace(f"_{c}", "_<class>")
+        assert generic in defs, name
+    assert seed0["operating_point"]["val_sensitivity"] >= cfg.evaluate.target_sensitivity
+    prev = seed0["prevalence"]
+    assert [p["prevalence"] for p in prev][:2] == [1e-4, 1e-2] and prev[-1]["source"] == "test set"
+    assert prev[0]["ppv"]["value"] < prev[1]["ppv"]["value"] < prev[-1]["ppv"]["value"]
+    assert np.sum(seed0["confusion_matrix"]["counts"]) == 140
+    summary = on_disk["models"]["test_vit"]["summary"]["accuracy"]
+    assert summary["n_seeds"] == 2 and summary["sd"] >= 0
+    assert summary["mean"] == pytest.approx(np.mean(list(summary["values"].values())))
+
+
+def test_comparisons_csv_rows_and_delong_values(run):
+    cfg, run_dir, _ = run
+    with open(run_dir / "comparisons.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == COMPARISON_FIELDS
+    tables = {r["table"] for r in rows}
+    assert tables == {"four_class", "per_class_auc", "per_class", "screening", "calibration", "operating_point"}
+    row = next(r for r in rows if r["metric"] == "screening_auc" and r["seed"] == "0"
+               and r["model_a"] == "test_vit" and r["model_b"] == "test_resnet")
+    a = read_predictions(run_dir / "predictions/test_vit/0/test.csv")
+    b = read_predictions(run_dir / "predictions/test_resnet/0/test.csv").reorder(a.image_ids)
+    ref = delong_test(a.positive, a.screening_score, b.screening_score)
+    assert row["test"] == "delong"
+    assert float(row["p_value"]) == pytest.approx(ref.p_value)
+    assert float(row["difference"]) == pytest.approx(ref.difference)
+    for r in rows:
+        assert float(r["p_holm"]) >= float(r["p_value"]) - 1e-12
+        assert r["significant"] == str(float(r["p_holm"]) < 0.05)
+    # Holm runs within a table and a seed: the adjusted p of the smallest p is p x (rows in that table)
+    table = [r for r in rows if r["table"] == "four_class" and r["seed"] == "0"]
+    smallest = min(table, key=lambda r: float(r["p_value"]))
+    assert float(smallest["p_holm"]) == pytest.approx(min(1.0, float(smallest["p_value"]) * len(table)))
+
+
+def test_curves_are_written(run):
+    _, run_dir, result = run
+    files = result["models"]["test_resnet"]["seeds"]["1"]["curves"]
+    with open(run_dir / files["roc"]) as fh:
+        roc = list(csv.DictReader(fh))
+    assert {r["curve"] for r in roc} == {"screening", "healthy", "glioma", "meningioma", "pituitary"}
+    assert (run_dir / files["pr"]).is_file() and (run_dir / files["calibration"]).is_file()
+
+
+def test_rankings_and_question_one(run):
+    _, _, result = run
+    q = result["question_1"]
+    assert q["ranked_by_accuracy"][0] == "test_vit"  # by far the most skilled simulated model
+    assert q["answer"].startswith("Best by accuracy: test_vit")
+    for pair in q["pairs"]:
+        assert pair["accuracy_winner"] != pair["auc_winner"]
+        assert "significant" in pair["sentence"]
+    rk = [r for r in result["rankings"] if r["metric"] == "accuracy" and "test_vit" in (r["model_a"], r["model_b"])]
+    assert all(r["model_a"] == "test_vit" and r["fraction_seeds_a_better"] == 1.0 for r in rk)
+
+
+def test_second_run_is_cached_and_changed_inputs_need_force(run, tmp_path):
+    cfg, run_dir, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "metrics.json").stat().st_mtime_ns
+    evaluate_stage(cfg, copy)
+    assert (copy / "metrics.json").stat().st_mtime_ns == before
+    f = copy / "predictions/test_vit/0/test.csv"
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join([lines[0], lines[2], lines[1]] + lines[3:]) + "\n")  # same rows, new bytes
+    with pytest.raises(runs.RunFolderError, match="--force"):
+        evaluate_stage(cfg, copy)
+    evaluate_stage(cfg, copy, force=True)
+    assert (copy / "metrics.json").stat().st_mtime_ns != before
+
+
+def test_different_image_ids_are_refused(tmp_path):
+    files = simulate_run(tmp_path, {"a": 1.0, "b": 1.0}, n_val_per_class=None)
+    f = files["b"][0]
+    f.write_text(f.read_text().replace("img00003", "img99999"))
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=20"])
+    with pytest.raises(EvaluationError, match="different test images.*img99999"):
+        evaluate_predictions(files, cfg)
+
+
+def test_different_labels_are_refused(tmp_path):
+    files = simulate_run(tmp_path, {"a": 1.0, "b": 1.0}, n_val_per_class=None)
+    f = files["b"][0]
+    lines = f.read_text().splitlines()
+    lines[1] = lines[1].replace(",healthy,", ",glioma,")
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EvaluationError, match="different labels"):
+        evaluate_predictions(files, load_config("smoke", ["evaluate.n_bootstrap=20"]))
+
+
+def test_evaluate_predictions_for_strategies_without_val(tmp_path):
+    root = tmp_path / "strategies"
+    files = {}
+    for name, skill in (("balanced", 2.0), ("restoration", 2.0)):
+        files[name] = simulate_run(root / name, {"test_effnet": skill}, n_val_per_class=None)["test_effnet"]
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=50"])
+    result = evaluate_predictions(files, cfg)
+    seed = result["models"]["balanced"]["seeds"]["0"]
+    assert seed["operating_point"] is None and "op_sensitivity" not in seed["metrics"]
+    assert {r["table"] for r in result["comparisons"]} == {"four_class", "per_class_auc", "per_class", "screening", "calibration"}
+
+
+def test_cli_evaluate_and_compare(run, tmp_path, capsys):
+    _, run_dir, _ = run
+    copy = tmp_path / "cli"
+    shutil.copytree(run_dir, copy)
+    (copy / ".medauc" / "stages" / "evaluate.json").unlink()
+    assert cli.main(["evaluate", "--config", "smoke", "--out", str(copy), "evaluate.n_bootstrap=200",
+                     "model.names=[test_vit,test_resnet]"]) == 0
+    assert "Best by accuracy" in capsys.readouterr().out
+    a, b = copy / "predictions/test_vit/0/test.csv", copy / "predictions/test_resnet/0/test.csv"
+    assert cli.main(["compare", str(a), str(b), "--n-bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "test_vit/0" in out and "delong" in out and "Paired comparisons" in out
+    assert cli.main(["compare", str(a), str(b), "--n-bootstrap", "100", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["models"]) == {"test_vit/0", "test_resnet/0"}
+    assert cli.main(["compare", str(a), "--n-bootstrap", "100"]) == 2
+    assert "at least two" in capsys.readouterr().err
+
+
+def test_compare_files_api_matches_stage(run):
+    _, run_dir, result = run
+    a, b = run_dir / "predictions/test_vit/0/test.csv", run_dir / "predictions/test_resnet/0/test.csv"
+    out = compare_files([a, b], n_bootstrap=200)
+    assert out["models"]["test_vit/0"]["accuracy"]["value"] == result["models"]["test_vit"]["seeds"]["0"]["metrics"]["accuracy"]["value"]
+
+
+def test_missing_predictions_folder(tmp_path):
+    cfg = load_config("smoke")
+    run_dir = runs.open_run(tmp_path / "empty", cfg)
+    with pytest.raises(EvaluationError, match="medauc train"):
+        evaluate_stage(cfg, run_dir)
+
+
+def test_class_absent_from_test_set_gives_null_not_a_crash(tmp_path):
+    files = simulate_run(tmp_path, {"a": 1.5, "b": 1.0}, n_per_class=(40, 30, 0, 30), n_val_per_class=None)
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=50"])
+    with pytest.warns(UserWarning, match="meningioma"):
+        result = evaluate_predictions(files, cfg)
+    m = result["models"]["a"]["seeds"]["0"]["metrics"]
+    assert np.isnan(m["auc_meningioma"]["value"]) and np.isnan(m["auc_macro"]["value"])
+    assert np.isfinite(m["auc_glioma"]["value"]) and np.isfinite(m["screening_auc"]["value"])
+    row = next(r for r in result["comparisons"] if r["metric"] == "auc_meningioma")
+    assert np.isnan(row["p_value"]) and row["significant"] is False
+    run_dir = runs.open_run(tmp_path, cfg)
+    runs.write_json(run_dir / "m.json", result)  # nan is written as null
+    assert json.loads((run_dir / "m.json").read_text())["models"]["a"]["seeds"]["0"]["metrics"]["auc_macro"]["value"] is None
