@@ -72,10 +72,38 @@ def test_document_renders_tables_and_figures_in_both_formats():
     assert "| x | 0.1235 |" in md and "![a curve](report_files/c.png)" in md
 
 
+def _evaluated_run(tmp_path):
+    from medauc.evaluate import evaluate_stage
+    from medauc.evaluate.synthetic import simulate_run
+
+    cfg, run = _fake_run(tmp_path)
+    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=100"])
+    run = open_run(run, cfg, force=True)
+    simulate_run(run, {"a": 2.0, "b": 2.4})
+    evaluate_stage(cfg, run)
+    return cfg, run
+
+
+def test_report_tables_come_from_metrics_files(tmp_path):
+    cfg, run = _evaluated_run(tmp_path)
+    report_stage(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    html = (run / "report.html").read_text()
+    acc = metrics["models"]["b"]["seeds"]["0"]["metrics"]["accuracy"]
+    assert f"{acc['value']:.4f} [{acc['low']:.4f}, {acc['high']:.4f}]" in html
+    assert [r["model"] for r in results["table1"]] == ["a", "b"]
+    import html as html_lib
+
+    assert html_lib.escape(metrics["question_1"]["answer"]) in html
+    assert html.count("data:image/png;base64,") >= 4  # ROC, PR, confusion, calibration
+
+
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (make setup installs it on Debian)")
 def test_report_loads_in_chromium_without_console_errors(tmp_path):
-    cfg, run = _fake_run(tmp_path)
+    cfg, run = _evaluated_run(tmp_path)
     report_stage(cfg, run)
     check = check_report(run / "report.html")
     assert check.console == []
     assert check.dom_chars > 1000
+    assert len(check.images) >= 4 and all(w > 100 and h > 100 for w, h in check.images)
