@@ -248,6 +248,7 @@ def models_section(ctx: Context) -> None:
         doc.table(["rank", "by accuracy", "by macro AUC"],
                   [[i + 1, a, b] for i, (a, b) in enumerate(zip(q["ranked_by_accuracy"], q["ranked_by_auc"]))],
                   "Models ranked by accuracy and by AUC")
+        doc.p(q["answer"], "answer")
         for pair in q.get("pairs", []):
             doc.p(pair["sentence"])
     rankings = metrics.get("rankings") or []
