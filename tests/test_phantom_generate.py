@@ -1,0 +1,144 @@
+"""The built-in phantom: anatomy, lesion placement, masks, determinism, fallback, confounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+
+from medauc.config import PhantomConfig, load_config, replace
+from medauc.data.phantom import CLASSES, class_counts, ensure_phantom, generate_phantom
+from medauc.data.phantom.anatomy import load_anatomy
+from medauc.data.phantom.generate import render
+from medauc.errors import DataError
+
+SMALL = PhantomConfig(n=16, size=80, workers=1)
+
+
+@pytest.fixture(scope="module")
+def anat():
+    return load_anatomy("auto")
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom")
+    summary = generate_phantom(out, SMALL, seed=3)
+    return out, summary
+
+
+def _renders(anat, cls, n, pcfg=SMALL, seed=11):
+    return [render(anat, cls, pcfg, seed, i) for i in range(n)]
+
+
+def test_counts_follow_kaggle_proportions():
+    counts = class_counts(PhantomConfig(n=1000))
+    assert sum(counts.values()) == 1000
+    assert counts == {"healthy": 285, "glioma": 231, "meningioma": 234, "pituitary": 250}
+    assert class_counts(PhantomConfig(counts={"healthy": 5, "pituitary": 2})) == {
+        "healthy": 5, "glioma": 0, "meningioma": 0, "pituitary": 2}
+    with pytest.raises(DataError, match="unknown class 'tumour'"):
+        class_counts(PhantomConfig(counts={"tumour": 3}))
+
+
+def test_layout_and_masks_nonempty_exactly_for_tumours(phantom):
+    out, summary = phantom
+    meta = json.loads((out / "phantom.json").read_text())
+    assert meta["seed"] == 3 and meta["anatomy"]["source"] in ("colin27", "mni152")
+    assert sum(meta["counts"].values()) == SMALL.n == summary["n_images"]
+    for name in ["montage.png", "montage_masks.png", "images.csv", *(f"montage_{c}.png" for c in CLASSES)]:
+        assert (out / name).is_file(), name
+    for cls in CLASSES:
+        files = sorted((out / cls).glob("*.png"))
+        assert len(files) == meta["counts"][cls]
+        for f in files:
+            img = Image.open(f)
+            assert img.mode == "L" and img.size == (80, 80)
+            mask = np.asarray(Image.open(out / "masks" / cls / f.name))
+            assert set(np.unique(mask)) <= {0, 255}
+            assert (mask.max() == 255) == (cls != "healthy"), f
+
+
+def test_slices_show_a_head_with_brain(anat):
+    for cls in CLASSES:
+        for r in _renders(anat, cls, 3):
+            share = float((r.brain() > 0.5).mean())
+            assert 0.12 < share < 0.6, (cls, share)
+            # Background outside the head is dark, the brain is not.
+            assert r.image[r.brain() > 0.5].mean() > 3 * np.percentile(r.image, 5) + 10
+
+
+def test_glioma_lies_inside_the_brain(anat):
+    for r in _renders(anat, "glioma", 4):
+        m = r.mask > 0
+        inside = (r.brain() > 0.5)[m].mean()
+        assert inside > 0.9, inside
+
+
+def test_meningioma_touches_the_brain_surface_or_falx(anat):
+    for r in _renders(anat, "meningioma", 4):
+        m = r.mask > 0
+        outside = r.brain() < 0.5
+        x_mm = np.abs(r.coords()[0] - anat.midline_i)[m]
+        touches_edge = (ndi.binary_dilation(m, iterations=2) & outside).any()
+        on_falx = r.facts["site"] == "falx" and x_mm.min() < 3.0
+        assert touches_edge or on_falx, r.facts
+
+
+def test_pituitary_sits_at_the_sella_on_the_midline(anat):
+    for r in _renders(anat, "pituitary", 4):
+        c = r.coords()[:, r.mask > 0]
+        assert np.abs(c[0] - anat.midline_i).max() < 15.0
+        dz = c[2] - anat.sella[2]
+        assert dz.min() > -10.0 and dz.max() < 30.0
+        assert np.abs(c[1] - anat.sella[1]).max() < 20.0
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path, phantom):
+    out, _ = phantom
+    again = tmp_path / "again"
+    generate_phantom(again, replace(SMALL, workers=2), seed=3)
+    for f in sorted(out.rglob("*.png")):
+        assert (again / f.relative_to(out)).read_bytes() == f.read_bytes(), f
+    other = render(load_anatomy("auto"), "glioma", SMALL, 4, 0).image
+    assert not np.array_equal(other, render(load_anatomy("auto"), "glioma", SMALL, 3, 0).image)
+
+
+def test_fallback_without_colin27(tmp_path):
+    pcfg = PhantomConfig(n=4, size=64, workers=1, anatomy="auto")
+    meta = generate_phantom(tmp_path / "p", pcfg, seed=0, anatomy_path=tmp_path / "no-ch2.nii.gz")
+    assert meta["anatomy"]["source"] == "mni152"
+    assert "synthetic skull" in meta["anatomy"]["description"]
+    anat = load_anatomy("mni152")
+    r = render(anat, "meningioma", pcfg, 0, 1)
+    assert 0.12 < (r.brain() > 0.5).mean() < 0.6 and r.mask.max() == 255
+    with pytest.raises(DataError, match="mricron-data"):
+        load_anatomy("colin27", tmp_path / "no-ch2.nii.gz")
+
+
+@pytest.mark.parametrize("confound", ["aspect", "intensity"])
+def test_confound_marks_the_healthy_class(anat, confound):
+    plain = replace(SMALL, confound="")
+    with_confound = replace(SMALL, confound=confound)
+    for i in range(3):
+        a, b = render(anat, "healthy", plain, 0, i).image, render(anat, "healthy", with_confound, 0, i).image
+        if confound == "aspect":
+            assert a.shape == (80, 80) and b.shape == (80, 64)
+        else:
+            assert b.mean() < 0.8 * a.mean()
+        tumour = render(anat, "glioma", with_confound, 0, i).image
+        assert tumour.shape == (80, 80)
+
+
+def test_ensure_phantom_caches_and_never_leaves_half_a_folder(tmp_path):
+    cfg = replace(load_config("smoke"), **{"phantom.n": 8, "phantom.size": 64, "phantom.workers": 1})
+    first = ensure_phantom(cfg, cache_root=tmp_path)
+    stamp = (first / "phantom.json").stat().st_mtime_ns
+    assert ensure_phantom(cfg, cache_root=tmp_path) == first
+    assert (first / "phantom.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]
+    other = ensure_phantom(replace(cfg, seed=1), cache_root=tmp_path)
+    assert other != first and other.name.startswith("phantom-")
