@@ -328,6 +328,175 @@ def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
     ctx.results["prevalence"] = out
 
 
+# ----------------------------------------------------------------------------- augmentation and Table 2
+
+
+def _ci_text(d: dict[str, Any] | None, value_key: str = "share", digits: int = 4) -> str:
+    if not d:
+        return "n/a"
+    ci = d.get("ci") or [None, None]
+    return fmt_ci(d.get(value_key), ci[0], ci[1], digits)
+
+
+def _examples_figure(ctx: Context) -> None:
+    from medauc.data.images import load_image
+
+    path = ctx.path("augment/manifest.csv")
+    if not path.exists():
+        return
+    df = pd.read_csv(path, keep_default_na=False)
+    if "sigma" not in df.columns or "source_image_id" not in df.columns:
+        return
+    gen = df[(df["source_image_id"] != "") & (df.get("augmentation", "restoration") == "restoration")]
+    if not len(gen):
+        return
+    by_id = df.set_index("image_id")
+    sources = list(dict.fromkeys(gen["source_image_id"]))[:3]
+    sigmas = sorted({float(x) for x in gen["sigma"] if x != ""})
+    rows, labels = [], []
+    for src in sources:
+        row = [load_image(by_id.loc[src, "path"])]
+        for sg in sigmas:
+            hit = gen[(gen["source_image_id"] == src) & (gen["sigma"].astype(float) == sg)]
+            if len(hit):
+                row.append(load_image(hit.iloc[0]["path"]))
+        rows.append(row)
+        labels.append(str(src)[-18:])
+    ctx.doc.figure(figures.image_grid(rows, labels, ["original"] + [f"restored σ={sg:g}" for sg in sigmas]),
+                   "Restoration-based augmentation: each healthy training image (left) and the U-Net's restorations "
+                   "of noisy copies at each noise level.", "augment_examples.png", 800)
+
+
+def augmentation_section(ctx: Context) -> None:
+    doc = ctx.doc
+    doc.h("Restoration-based augmentation")
+    checks = ctx.json("augment_checks.json")
+    if not checks:
+        ctx.missing("augmentation checks", "medauc augment --strategies")
+        return
+    a = ctx.cfg.augment
+    doc.p(f"A U-Net denoiser was trained on healthy training images with Gaussian noise at σ ∈ {list(a.sigmas)} "
+          f"(images in [0, 1]); its restorations of noisy copies became new healthy training images "
+          f"(target: {a.target} {a.multiple if a.target == 'multiple' else a.count if a.target == 'count' else a.share}). "
+          "Validation and test images are never augmented.")
+    _examples_figure(ctx)
+    rows = []
+    ca = checks.get("a_predicted_healthy")
+    if ca:
+        rows.append(["(a) generated images predicted healthy by a classifier trained on the original data",
+                     _ci_text(ca), f"n = {ca.get('n')}, model {ca.get('model')}"])
+    cb = checks.get("b_restoration_quality") or {}
+    for r in cb.get("validation", []):
+        rows.append([f"(b) restoration quality σ={r['sigma']:g} (held-out healthy): PSNR noisy → restored, dB",
+                     f"{fmt(r.get('psnr_noisy'), 2)} → {fmt(r.get('psnr_restored'), 2)}",
+                     f"SSIM {fmt(r.get('ssim_noisy'), 3)} → {fmt(r.get('ssim_restored'), 3)}"])
+    cc = checks.get("c_memorisation")
+    if cc:
+        rows.append(["(c) share of generated images that are near-copies of their source",
+                     fmt(cc.get("near_copy_share"), 4), f"SSIM ≥ {cc.get('threshold')}; mean SSIM to source "
+                     f"{fmt((cc.get('ssim_to_source') or {}).get('mean'), 3)}, to nearest other training image "
+                     f"{fmt((cc.get('ssim_to_nearest_other') or {}).get('mean'), 3)}"])
+    cd = checks.get("d_artefact_detectability")
+    if cd:
+        ci = cd.get("ci") or [None, None]
+        rows.append(["(d) restored vs original healthy images told apart from image statistics (AUC)",
+                     fmt_ci(cd.get("auc"), ci[0], ci[1]), "0.5 = no detectable artefact; 1 = a signature a classifier can use"])
+    ce = checks.get("e_shortcut_flip")
+    if ce:
+        comp = ce.get("comparison") or {}
+        for name in ("restoration", "balanced"):
+            if name in ce:
+                rows.append([f"(e) tumour test images called healthy after restoration — model trained with '{name}'",
+                             fmt(ce[name].get("flip_rate"), 4),
+                             f"healthy share {fmt(ce[name].get('healthy_share_original'), 3)} → {fmt(ce[name].get('healthy_share_restored'), 3)}"])
+        if comp:
+            ci = comp.get("ci") or [None, None]
+            rows.append(["(e) flip rate, restoration − balanced", fmt_ci(comp.get("difference"), ci[0], ci[1]), "paired bootstrap over images"])
+    doc.table(["check", "result", "detail"], rows, "Five checks on the generated healthy images (95% CIs)")
+    if ca and ca.get("per_sigma"):
+        doc.table(["σ", "n", "predicted healthy"], [[f"{r['sigma']:g}", r["n"], _ci_text(r)] for r in ca["per_sigma"]],
+                  "Check (a) per noise level")
+    ctx.results["augment_checks"] = checks
+
+
+def strategies_section(ctx: Context) -> None:
+    doc = ctx.doc
+    doc.h("Table 2: imbalance strategies")
+    table = ctx.json("strategies.json")
+    if not table:
+        ctx.missing("strategy comparison", "medauc augment --strategies")
+        return
+    ev = table.get("evaluation")
+    doc.p(f"The same model ({table.get('model')}), split, test set and seeds under each way of handling the healthy-class imbalance: "
+          "balanced = the original data; restoration = the study's augmentation; duplicate = healthy images repeated to the same count; "
+          "classic = healthy images flipped, rotated and intensity-jittered to the same count; weighted_loss = original data, class-weighted loss.")
+    counts = {}
+    for r in table.get("rows", []):
+        counts.setdefault(r["strategy"], [r.get("n_train"), r.get("n_train_healthy"), r.get("imbalance")])
+    doc.table(["strategy", "training images", "healthy", "loss"], [[k] + v for k, v in counts.items()], "Training sets")
+    if ev and ev.get("models"):
+        ctx.results["table2"] = metrics_table(doc, ev, "Table 2: test-set performance by strategy", label="strategy")
+    tests = [t for t in table.get("paired_tests", []) if t.get("metric") in ("accuracy", "auc_macro", "screening_auc", "screening_sensitivity", "screening_specificity")]
+    if tests:
+        seeds = sorted({str(t.get("seed")) for t in tests})
+        tests = [t for t in tests if str(t.get("seed")) == seeds[0]]
+        doc.table(["strategy", "metric", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "significant"],
+                  [[t["strategy"], t["metric"], fmt(t.get("difference")), fmt_ci(t.get("difference"), t.get("ci_low"), t.get("ci_high")),
+                    fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"), "yes" if str(t.get("significant")) == "True" else "no"]
+                   for t in tests],
+                  f"Paired tests of each strategy against restoration (seed {seeds[0]})")
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+def explain_section(ctx: Context) -> None:
+    doc = ctx.doc
+    doc.h("Explanations: Grad-CAM and lesion localisation")
+    ex = ctx.json("explain.json")
+    if not ex:
+        ctx.missing("explanations", "medauc explain")
+        return
+    doc.p(f"Class-activation maps for the true class on {ex.get('n_images')} test images "
+          f"({ex.get('n_with_mask')} with a lesion mask; {ex.get('sample', '')}). Each model is compared with its "
+          "randomised twin (same architecture, random weights; Adebayo et al. 2018): a map that explains the model "
+          "should localise clearly better than the twin's.")
+    rows, out = [], []
+    for model, m in ex.get("models", {}).items():
+        for method, mm in m.get("methods", {}).items():
+            tr = (mm.get("trained") or {}).get("all", {})
+            tw = ((mm.get("random_twin") or {}) or {}).get("all", {})
+            sanity = mm.get("sanity") or {}
+
+            def c(d: dict[str, Any], k: str) -> str:
+                v = d.get(k) or {}
+                return fmt_ci(v.get("mean"), v.get("ci_low"), v.get("ci_high"), 3) if v else "n/a"
+            rows.append([model, method, c(tr, "pointing_game"), c(tw, "pointing_game"), c(tr, "energy_ratio"),
+                         c(tw, "energy_ratio"), sanity.get("verdict", "n/a")])
+            out.append({"model": model, "method": method, "trained": tr, "random_twin": tw, "verdict": sanity.get("verdict")})
+    doc.table(["model", "method", "pointing game", "… random twin", "energy ratio", "… random twin", "verdict"], rows,
+              "Localisation against lesion masks, pooled over tumour classes (mean, 95% bootstrap CI)")
+    by_class_rows = []
+    for model, m in ex.get("models", {}).items():
+        for method, mm in m.get("methods", {}).items():
+            for cls, sc in ((mm.get("trained") or {}).get("by_class") or {}).items():
+                pg, er = sc.get("pointing_game") or {}, sc.get("energy_ratio") or {}
+                by_class_rows.append([model, method, cls, fmt_ci(pg.get("mean"), pg.get("ci_low"), pg.get("ci_high"), 3),
+                                      fmt_ci(er.get("mean"), er.get("ci_low"), er.get("ci_high"), 3), pg.get("n")])
+    if by_class_rows:
+        doc.table(["model", "method", "class", "pointing game", "energy ratio", "n"], by_class_rows, "Localisation per tumour class")
+    defs = ex.get("definitions") or {}
+    if defs:
+        doc.table(["score", "definition"], [[k, v] for k, v in defs.items()], "Localisation scores")
+    for method, per_class in (ex.get("panels") or {}).items():
+        for cls, rel in per_class.items():
+            p = ctx.path(rel)
+            if p.exists():
+                doc.figure(figures.read_png(p), f"{method}: {cls} test images; for each model the map for the true class "
+                           "(and for the predicted class where it differs).", f"cam_{method}_{cls}.png".replace("/", "_"))
+    ctx.results["explain"] = out
+
+
 def definitions_section(ctx: Context) -> None:
     metrics = ctx.json("metrics.json")
     if not metrics:
@@ -337,4 +506,5 @@ def definitions_section(ctx: Context) -> None:
                   "Every metric in this report")
 
 
-ALL = [data_section, models_section, definitions_section, environment_section]
+ALL = [data_section, augmentation_section, models_section, strategies_section, explain_section,
+       definitions_section, environment_section]
