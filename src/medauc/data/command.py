@@ -1,0 +1,260 @@
+"""``medauc prepare``: load, audit and split a folder-per-class image set.
+
+Writes ``manifest.csv`` (one row per usable image) and ``data_audit.json`` (counts, skipped and
+unreadable files, duplicates, label conflicts, class statistics, shortcut AUC) into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medauc import runs
+from medauc.config import Config, config_hash, to_dict
+from medauc.data import audit as audit_mod
+from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
+from medauc.data.sources import Discovery, SourceItem, check_classes, discover
+from medauc.data.split import SPLITS, split_indices
+from medauc.errors import DataError
+
+STAGE = "prepare"
+MANIFEST = "manifest.csv"
+AUDIT = "data_audit.json"
+# DataConfig fields that do not change what prepare writes: changing them must not invalidate it.
+_KEY_IGNORES = ("workers", "image_size", "negative_class", "path")
+_LARGE_GROUP = 0.01  # a duplicate group holding more than this share of the images is suspicious
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", default=None, metavar="DIR",
+        help="folder-per-class image set (overrides data.source/data.path); default: data.path, "
+        "or the built-in phantom set when data.source=phantom",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.data or args.cfg.data.source == "folder":
+        discover(resolve_data_dir(args.cfg, args.data), args.cfg.data)  # a wrong folder leaves no run folder behind
+    run_dir = runs.open_run(args.out, args.cfg, args.force)
+    prepare_stage(args.cfg, run_dir, data_dir=args.data, force=args.force)
+    return 0
+
+
+def resolve_data_dir(cfg: Config, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder to read: ``data_dir`` if given, else by ``data.source``."""
+    if data_dir:
+        return Path(data_dir)
+    if cfg.data.source == "folder":
+        if not cfg.data.path:
+            raise DataError("data.source=folder needs a folder: pass --data DIR or set data.path=DIR")
+        return Path(cfg.data.path)
+    if cfg.data.source == "phantom":
+        from medauc.data.phantom import ensure_phantom
+
+        return Path(ensure_phantom(cfg))
+    raise DataError(f"data.source={cfg.data.source!r} is not known; use 'folder' (with data.path) or 'phantom'")
+
+
+def stage_key(cfg: Config, disc: Discovery) -> str:
+    """Hash of what prepare's outputs depend on: data settings, seed, and the file list."""
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in _KEY_IGNORES}
+    files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
+    return config_hash(data, cfg.seed, str(disc.root), files)
+
+
+def _image_ids(items: list[SourceItem]) -> list[str]:
+    base = [f"{it.label}/{os.path.splitext(it.class_rel)[0]}" for it in items]
+    seen: dict[str, int] = {}
+    for b in base:
+        seen[b] = seen.get(b, 0) + 1
+    # Same stem twice (a.png and a.bmp, or Training/ and Testing/): the full relative path is unique.
+    return [b if seen[b] == 1 else f"{it.label}/{it.rel}" for b, it in zip(base, items)]
+
+
+def prepare_stage(
+    cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, force: bool = False
+) -> Path:
+    """Discover, read, audit and split the data set; write manifest.csv and data_audit.json.
+
+    Returns the manifest path. Skips the work when ``run_dir`` already holds a prepare stage
+    computed from the same data and settings; raises RunFolderError when it holds one from other
+    inputs and ``force`` is off.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    root = resolve_data_dir(cfg, data_dir)
+    timings = {"source_s": time.perf_counter() - t0}  # includes generating the phantom on first use
+    t = time.perf_counter()
+    disc = discover(root, cfg.data)
+    key = stage_key(cfg, disc)
+    manifest_path = run_dir / MANIFEST
+    if not runs.check_stage(run_dir, STAGE, key, force) and manifest_path.is_file():
+        print(f"prepare: {manifest_path} is up to date (same data and settings); nothing to do")
+        return manifest_path
+    timings["discover_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    items, ids, recs, unreadable = _read_all(disc, cfg.data.workers)
+    labels = [it.label for it in items]
+    timings["read_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sha = [r["sha256"] for r in recs]
+    dup = audit_mod.duplicate_groups(sha, [r["phash"] for r in recs], cfg.data.near_duplicate_hamming)
+    conflicts = audit_mod.label_conflicts(dup["group"], labels, sha, ids)
+    timings["duplicates_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    split = split_indices(
+        labels, dup["group"], ids, seed=cfg.seed, test_fraction=cfg.data.test_fraction,
+        val_fraction=cfg.data.val_fraction, given=[it.given_split for it in items] if cfg.data.split == "given" else None,
+    )
+    timings["split_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if cfg.data.shortcut_audit:
+        shortcut = audit_mod.shortcut_audit(recs, labels, disc.classes, seed=cfg.seed, workers=cfg.data.workers)
+    else:
+        shortcut = {"per_class": {}, "macro": None, "max": None, "note": "disabled (data.shortcut_audit=false)"}
+    timings["shortcut_s"] = time.perf_counter() - t
+
+    df = _manifest_frame(items, ids, recs, dup["group"], split.split)
+    group_sizes = [len(ix) for ix in dup["members"].values()]
+    audit = {
+        "data_root": str(disc.root),
+        "layout": disc.layout,
+        "classes": disc.classes,
+        "folders": disc.folders,
+        "n_files": len(disc.fingerprint),
+        "n_images": len(items),
+        "counts": _counts(df, disc.classes),
+        "unreadable": unreadable,
+        "skipped": disc.skipped,
+        "exact_duplicate_groups": [[ids[i] for i in ix] for ix in dup["exact"]],
+        "near_duplicate_groups": [[ids[i] for i in ix] for ix in dup["near"]],
+        "near_duplicate_hamming": cfg.data.near_duplicate_hamming,
+        "largest_group": max(group_sizes, default=0),
+        "label_conflicts": conflicts,
+        "cross_split_duplicates": split.moved,
+        "split": {"method": cfg.data.split, "seed": cfg.seed, "test_fraction": cfg.data.test_fraction,
+                  "val_fraction": cfg.data.val_fraction},
+        "masks": int(sum(bool(it.mask_path) for it in items)),
+        "class_stats": audit_mod.class_stats(recs, labels, disc.classes),
+        "shortcut_auc": shortcut,
+        "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), cfg.data.near_duplicate_hamming),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    write_manifest(manifest_path, df)
+    runs.write_json(run_dir / AUDIT, audit)
+    runs.mark_stage(run_dir, STAGE, key, manifest_sha256=runs.file_sha256(manifest_path), n_images=len(items))
+    print(summary_text(audit, run_dir))  # warnings included: printed once, on stdout, with the counts
+    return manifest_path
+
+
+def _read_all(
+    disc: Discovery, workers: int
+) -> tuple[list[SourceItem], list[str], list[dict[str, Any]], list[dict[str, str]]]:
+    """Decode and measure every candidate; (readable items, their ids, their records, unreadable {path, reason})."""
+    ids = _image_ids(disc.items)
+    records = audit_mod.scan_files([it.path for it in disc.items], workers=workers, desc="prepare: reading")
+    unreadable = [{"path": str(it.path), "reason": r["error"]} for it, r in zip(disc.items, records) if "error" in r]
+    keep = [i for i, r in enumerate(records) if "error" not in r]
+    items = [disc.items[i] for i in keep]
+    labels = [it.label for it in items]
+    try:
+        check_classes(disc.classes, {c: labels.count(c) for c in disc.classes}, disc.root, what="readable images")
+    except DataError as exc:
+        if not unreadable:
+            raise
+        first = unreadable[0]
+        raise DataError(f"{exc}; {len(unreadable)} file(s) could not be read, e.g. {first['path']}: {first['reason']}") from exc
+    return items, [ids[i] for i in keep], [records[i] for i in keep], unreadable
+
+
+def _manifest_frame(
+    items: list[SourceItem], ids: list[str], recs: list[dict[str, Any]], group: Any, split: Any
+) -> pd.DataFrame:
+    has_masks = any(it.mask_path for it in items)
+    rows = []
+    for i, (it, r) in enumerate(zip(items, recs)):
+        row = {
+            "image_id": ids[i], "path": str(it.path), "label": it.label, "split": split[i],
+            "sha256": r["sha256"], "phash": r["phash"], "width": r["width"], "height": r["height"],
+            "mode": r["mode"], "group": int(group[i]),
+        }
+        if has_masks:
+            row["mask_path"] = it.mask_path
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS) + (["mask_path"] if has_masks else []))
+
+
+def _warnings(shortcut: dict[str, Any], conflicts: list[dict[str, Any]], largest_group: int, n: int, hamming: int) -> list[str]:
+    out = []
+    if shortcut.get("max") is not None and shortcut["max"] > audit_mod.SHORTCUT_WARN_AUC:
+        worst = max(shortcut["per_class"], key=lambda c: shortcut["per_class"][c])
+        top = (shortcut.get("top_features") or [{"feature": "none alone", "class": worst, "auc": float("nan")}])[0]
+        out.append(
+            f"shortcut risk: metadata alone (sizes, format, intensity statistics; no anatomy) predicts "
+            f"'{worst}' with AUC {shortcut['max']:.2f} (> {audit_mod.SHORTCUT_WARN_AUC}); most telling single "
+            f"feature: {top['feature']} for '{top['class']}' (AUC {top['auc']:.2f}). "
+            "A classifier may learn how the images were stored rather than what they show."
+        )
+    if conflicts:
+        out.append(f"{len(conflicts)} label conflict(s): the same or nearly the same image under two classes "
+                   "(listed in data_audit.json, label_conflicts); they are kept, each group in one split")
+    if largest_group > max(2, _LARGE_GROUP * n):
+        out.append(
+            f"one duplicate group holds {largest_group} images: many near-identical images (or a too large "
+            f"data.near_duplicate_hamming={hamming}); the split keeps it whole"
+        )
+    return out
+
+
+def _counts(df: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for s in SPLITS:
+        sub = df[df["split"] == s]
+        out[s] = {c: int((sub["label"] == c).sum()) for c in classes}
+    out["total"] = {c: int((df["label"] == c).sum()) for c in classes}
+    return out
+
+
+def summary_text(audit: dict[str, Any], run_dir: Path) -> str:
+    """A few lines for the terminal: counts per split and class, what was skipped, what was found."""
+    classes = audit["classes"]
+    width = max(8, *(len(c) + 1 for c in classes))
+    lines = [f"prepare: {audit['n_images']} images, {len(classes)} classes, from {audit['data_root']} ({audit['layout']} layout)"]
+    lines.append("  " + "split".ljust(7) + "".join(c.rjust(width) for c in classes) + "total".rjust(8))
+    for s in (*SPLITS, "total"):
+        row = audit["counts"][s]
+        lines.append("  " + s.ljust(7) + "".join(str(row[c]).rjust(width) for c in classes) + str(sum(row.values())).rjust(8))
+    reasons: dict[str, int] = {}
+    for d in audit["skipped"]:
+        reasons[d["reason"].split(" (")[0]] = reasons.get(d["reason"].split(" (")[0], 0) + 1
+    if audit["unreadable"]:
+        reasons["unreadable"] = len(audit["unreadable"])
+    if reasons:
+        lines.append("  skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+    lines.append(
+        f"  duplicates: {len(audit['exact_duplicate_groups'])} exact group(s), {len(audit['near_duplicate_groups'])} "
+        f"near group(s), {len(audit['label_conflicts'])} label conflict(s); "
+        f"{audit['cross_split_duplicates']} image(s) moved to keep groups in one split"
+    )
+    sc = audit["shortcut_auc"]
+    if sc.get("max") is not None:
+        lines.append(f"  shortcut audit (metadata only, {sc['folds']}-fold CV): macro AUC {sc['macro']:.3f}, max {sc['max']:.3f}")
+    elif sc.get("note"):
+        lines.append(f"  shortcut audit: {sc['note']}")
+    for w in audit["warnings"]:
+        lines.append(f"  WARNING: {w}")
+    lines.append(f"  wrote {run_dir / MANIFEST} and {run_dir / AUDIT} in {audit['seconds']:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""``manifest.csv``: one row per usable image, the hand-off from ``prepare`` to every later stage.
+
+Columns: ``image_id, path, label, split, sha256, phash, width, height, mode, group`` and
+``mask_path`` (empty string when an image has no mask); later stages add ``source_image_id``
+and ``sigma``. ``image_id`` is unique and stable (``<label>/<path below the class folder,
+without extension>``); ``path`` is absolute.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from medauc.data.split import SPLITS
+from medauc.errors import DataError
+from medauc.runs import atomic_path
+
+REQUIRED_COLUMNS = ("image_id", "path", "label", "split", "sha256", "phash", "width", "height", "mode", "group")
+OPTIONAL_COLUMNS = ("mask_path", "source_image_id", "sigma")
+_INT_COLUMNS = ("width", "height", "group")
+_FLOAT_COLUMNS = ("sigma",)
+
+
+def write_manifest(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
+    """Validate ``df`` (as :func:`read_manifest` would) and write it atomically as CSV."""
+    _validate(df, Path(path))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n")
+    return Path(path)
+
+
+def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """Read and validate a manifest: the required columns, unique image ids, known split names.
+
+    Text columns stay text (empty, not NaN); width/height/group are ints, sigma a float.
+    Raises DataError naming the file and the missing column or bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; run `medauc prepare` first (or check --out)")
+    try:
+        head = pd.read_csv(path, nrows=0)
+        dtypes = {c: str for c in head.columns if c not in _INT_COLUMNS + _FLOAT_COLUMNS}
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"manifest {path} cannot be parsed as CSV ({exc})") from exc
+    _validate(df, path, required)
+    for c in _INT_COLUMNS:
+        if c in df.columns:
+            try:
+                df[c] = df[c].astype("int64")
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"manifest {path}: column {c!r} must hold integers ({exc})") from exc
+    for c in _FLOAT_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c].replace("", "nan"), errors="coerce")
+    return df
+
+
+def _validate(df: pd.DataFrame, path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"manifest {path} lacks column {missing[0]!r} (has: {', '.join(map(str, df.columns))}); "
+            "it was not written by this version of `medauc prepare`: run it again with --force"
+        )
+    if "image_id" in df.columns:
+        dup = df["image_id"][df["image_id"].duplicated()]
+        if len(dup):
+            raise DataError(f"manifest {path}: image_id {dup.iloc[0]!r} appears more than once; image ids must be unique")
+    if "split" in df.columns:
+        bad = sorted(set(df["split"]) - set(SPLITS))
+        if bad:
+            raise DataError(f"manifest {path}: unknown split {bad[0]!r}; allowed: {', '.join(SPLITS)}")
