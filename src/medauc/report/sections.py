@@ -62,6 +62,88 @@ def fmt_p(p: Any) -> str:
 # ----------------------------------------------------------------------------- sections
 
 
+def _significant(p: Any, level: float) -> bool:
+    return p is not None and np.isfinite(p) and p < 1 - level
+
+
+def summary_section(ctx: Context) -> None:
+    """The study's four questions, answered in sentences filled from the run's files."""
+    doc = ctx.doc
+    doc.h("The study's four questions, answered from this run")
+    level = ctx.cfg.evaluate.level
+    if ctx.cfg.data.source == "phantom":
+        doc.p("These answers are about the built-in synthetic phantom with models trained from scratch at demo size: "
+              "they show the method, not facts about real MRI. Run `medauc run --config study --data PATH` for the real data.", "note")
+    answers: dict[str, str] = {}
+    metrics = ctx.json("metrics.json")
+    if metrics and metrics.get("question_1"):
+        answers["q1_accuracy_vs_auc"] = "1. Do the models that win by accuracy also win by AUC? " + metrics["question_1"]["answer"]
+    checks = ctx.json("augment_checks.json") or {}
+    strategies = ctx.json("strategies.json") or {}
+    parts = []
+    ca = checks.get("a_predicted_healthy")
+    if ca:
+        ci = ca.get("ci") or [None, None]
+        parts.append(f"a classifier trained on the original data calls {fmt(ca.get('share') * 100, 1)}% "
+                     f"[{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}] "
+                     "of the generated images healthy (the study reported 97.66%)")
+    cd = checks.get("d_artefact_detectability")
+    if cd and cd.get("auc") is not None:
+        auc = cd["auc"]
+        ci = cd.get("ci") or [None, None]
+        verdict = ("so the restorations carry a detectable signature that a classifier could learn as 'healthy'"
+                   if ci[0] is not None and ci[0] > 0.6 else "so no clear restoration signature was found")
+        parts.append(f"restored and original healthy images can be told apart from simple image statistics with AUC {fmt(auc, 3)} "
+                     f"[{fmt(ci[0], 3)}, {fmt(ci[1], 3)}], {verdict}")
+    comp = (checks.get("e_shortcut_flip") or {}).get("comparison") or {}
+    if comp.get("difference") is not None:
+        ci = comp.get("ci") or [None, None]
+        parts.append(f"restoring tumour test images makes the augmented-data model call them healthy "
+                     f"{fmt(comp['difference'] * 100, 1)} percentage points more often than the balanced-data model "
+                     f"[{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}]")
+    for t in strategies.get("paired_tests", []):
+        if t.get("strategy") == "balanced" and t.get("metric") == "auc_macro":
+            sig = _significant(t.get("p_holm"), level)
+            parts.append(f"against training on the balanced original data, restoration changes macro AUC by "
+                         f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}: "
+                         f"{'significant' if sig else 'not significant'})")
+            break
+    if parts:
+        answers["q2_restoration"] = "2. Does restoration-based augmentation simulate clinical imbalance? In this run, " + "; ".join(parts) + "."
+    if metrics and metrics.get("models"):
+        key = ctx.cfg.evaluate.question_auc
+        means = {m: v.get("summary", {}).get(key, {}).get("mean") for m, v in metrics["models"].items()}
+        means = {m: v for m, v in means.items() if v is not None}
+        if means:
+            best = max(means, key=lambda m: means[m])
+            text = f"3. Which model is best by AUC? {best} has the highest {key.replace('_', ' ')} ({fmt(means[best])})"
+            comp_path = ctx.path("comparisons.csv")
+            if comp_path.exists() and len(means) > 1:
+                c = pd.read_csv(comp_path)
+                first_seed = _first_seed(metrics["models"][best])[0]
+                c = c[(c["metric"] == key) & (c["seed"].astype(str) == str(first_seed)) & ((c["model_a"] == best) | (c["model_b"] == best))]
+                sig = [r for r in c.itertuples() if _significant(r.p_holm, level)]
+                others = len(c)
+                if others:
+                    text += (f"; its lead is significant (Holm-corrected, paired) against {len(sig)} of {others} other models"
+                             + (f" ({', '.join(r.model_b if r.model_a == best else r.model_a for r in sig)})" if sig else "")
+                             + (", so the ranking at the top is not established by these data." if len(sig) < others else "."))
+            answers["q3_best_by_auc"] = text
+    ex = ctx.json("explain.json")
+    if ex and ex.get("models"):
+        verdicts = {m: next(iter(v.get("methods", {}).values()), {}).get("sanity", {}) or {} for m, v in ex["models"].items()}
+        better = [m for m, s in verdicts.items() if s.get("verdict") == "better"]
+        answers["q4_lesion"] = (f"4. Do the models look at the lesion? {len(better)} of {len(verdicts)} models localise the lesion "
+                                "clearly better than their randomised twins (pointing game and energy ratio against the true masks)"
+                                + (f": {', '.join(better)}." if better else "."))
+    for text in answers.values():
+        doc.p(text, "answer")
+    if not answers:
+        doc.p("No stage results yet.", "note")
+    ctx.results["answers"] = answers
+
+
+
 def data_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Data")
@@ -404,11 +486,13 @@ def augmentation_section(ctx: Context) -> None:
     ce = checks.get("e_shortcut_flip")
     if ce:
         comp = ce.get("comparison") or {}
+        per_strategy = ce.get("strategies") or {}
         for name in ("restoration", "balanced"):
-            if name in ce:
+            if name in per_strategy:
+                st = per_strategy[name]
                 rows.append([f"(e) tumour test images called healthy after restoration — model trained with '{name}'",
-                             fmt(ce[name].get("flip_rate"), 4),
-                             f"healthy share {fmt(ce[name].get('healthy_share_original'), 3)} → {fmt(ce[name].get('healthy_share_restored'), 3)}"])
+                             fmt(st.get("flip_rate"), 4),
+                             f"healthy share {fmt(st.get('healthy_share_original'), 3)} → {fmt(st.get('healthy_share_restored'), 3)}"])
         if comp:
             ci = comp.get("ci") or [None, None]
             rows.append(["(e) flip rate, restoration − balanced", fmt_ci(comp.get("difference"), ci[0], ci[1]), "paired bootstrap over images"])
@@ -506,5 +590,5 @@ def definitions_section(ctx: Context) -> None:
                   "Every metric in this report")
 
 
-ALL = [data_section, augmentation_section, models_section, strategies_section, explain_section,
+ALL = [summary_section, data_section, augmentation_section, models_section, strategies_section, explain_section,
        definitions_section, environment_section]
