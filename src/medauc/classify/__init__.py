@@ -1,1 +1,1 @@
-
+"""Classifiers: timm model factory, the one training loop, prediction, data-parallel training."""

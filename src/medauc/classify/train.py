@@ -1,0 +1,523 @@
+"""The one training loop, for every timm classifier, under the study's protocol.
+
+All parameters trainable; Adam (lr, weight_decay, eps); cross-entropy (optionally weighted by
+inverse class frequency, or a class-balanced sampler); ReduceLROnPlateau and early stopping on
+the monitored loss (the validation split's; ``train.monitor=test`` reproduces the study's test-set
+leak and says so); random horizontal flips from a seeded generator.
+
+Per model and seed, ``<out>/train/<model>/<seed>/`` receives ``history.csv``, ``best.safetensors``,
+``model.json`` and, after every epoch, ``last.pt`` (everything needed to resume bit for bit).
+Predictions go to ``<out>/predictions/<model>/<seed>/<split>.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+from tqdm import tqdm
+
+from medauc import runs
+from medauc.classify import distributed as ddp
+from medauc.classify.models import InputTransform, create_model, input_stats
+from medauc.config import Config, config_hash, to_dict
+from medauc.data.datasets import ImageSet, image_set
+from medauc.errors import DataError, ModelError
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_auc", "lr", "seconds", "images_per_s",
+    "data_wait_fraction", "monitored_split", "test_leak",
+]
+IMBALANCE = ("none", "weighted_loss", "balanced_sampler")
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def safe_name(model_name: str) -> str:
+    """A timm name usable as one folder name (``hf-hub:org/x`` -> ``hf-hub_org_x``)."""
+    return model_name.replace("/", "_").replace(":", "_")
+
+
+def macro_auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """One-vs-rest macro AUC of probabilities (N, C); nan when a class is missing from ``y``."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < prob.shape[1]:
+        return float("nan")
+    if prob.shape[1] == 2:
+        return float(roc_auc_score(y, prob[:, 1]))
+    return float(roc_auc_score(y, prob, multi_class="ovr", average="macro", labels=list(range(prob.shape[1]))))
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, normalised so that a balanced set gets weight 1 for every class."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return (len(labels) / (num_classes * counts.clamp(min=1))).float()
+
+
+def epoch_plan(
+    labels: torch.Tensor, batch_size: int, gen: torch.Generator, balanced: bool, hflip: bool, world: int = 1
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's global batches as (indices, flip mask), drawn from ``gen`` only.
+
+    A class-balanced epoch draws N indices with replacement, each class equally likely. A last
+    batch with fewer than two images per process is dropped: batch norm cannot train on one.
+    """
+    n = len(labels)
+    if balanced:
+        counts = torch.bincount(labels).double()
+        idx = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=gen)
+    else:
+        idx = torch.randperm(n, generator=gen)
+    batches = list(idx.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2 * world:
+        batches.pop()
+    flips = torch.rand(n, generator=gen) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+    out, start = [], 0
+    for b in batches:
+        out.append((b, flips[start : start + len(b)]))
+        start += len(b)
+    return out
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every random state a resumed run needs, as tensors and plain values (``weights_only`` loadable)."""
+    npst = np.random.get_state(legacy=False)
+    return {
+        "shuffle": gen.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "key": torch.from_numpy(npst["state"]["key"].astype(np.int64)),
+            "pos": int(npst["state"]["pos"]),
+            "has_gauss": int(npst["has_gauss"]),
+            "gauss": float(npst["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    gen.set_state(state["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
+    random.setstate(state["python"])
+
+
+def amp_context(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
+    """Autocast and scaler for CUDA (bf16 where supported, else fp16 with loss scaling); none on CPU."""
+    if device.type != "cuda" or not enabled:
+        return nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, transform: InputTransform, batch_size: int, d: ddp.Dist = ddp.Dist(),
+    autocast: Any = nullcontext,
+) -> torch.Tensor:
+    """uint8 images (N, S, S) -> float32 logits (N, C) on CPU, sharded over ranks and gathered."""
+    was_training = model.training
+    model.eval()
+    idx = ddp.shard(len(images), d)
+    outs = []
+    for chunk in idx.split(batch_size):
+        with autocast():
+            outs.append(model(transform(images[chunk])).float())
+    n_classes = outs[0].shape[1] if outs else 0
+    local = torch.cat(outs) if outs else torch.empty((0, n_classes))
+    model.train(was_training)
+    return ddp.gather_rows(local.cpu() if not d.enabled else local, len(images), d).cpu()
+
+
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Loss (mean cross-entropy), accuracy and macro AUC of logits (N, C) against labels (N,)."""
+    prob = torch.softmax(logits.double(), dim=1).numpy()
+    y = labels.numpy()
+    return {
+        "loss": float(F.cross_entropy(logits.double(), labels)),
+        "accuracy": float((prob.argmax(1) == y).mean()),
+        "macro_auc": macro_auc(y, prob),
+    }
+
+
+def predictions_frame(image_ids: list[str], labels: list[str], logits: torch.Tensor, classes: list[str]) -> pd.DataFrame:
+    """The predictions contract: ``image_id, label, prob_<class>...`` (softmax in float64)."""
+    prob = torch.softmax(logits.double(), dim=1).numpy()
+    df = pd.DataFrame({"image_id": image_ids, "label": labels})
+    for j, c in enumerate(classes):
+        df[f"prob_{c}"] = prob[:, j]
+    return df
+
+
+# ----------------------------------------------------------------------------- one model, one seed
+
+
+class Trainer:
+    """Trains one model with one seed on in-memory image sets; resumes from ``last.pt``."""
+
+    def __init__(
+        self, cfg: Config, model_name: str, seed: int, classes: list[str], model_dir: Path, key: str,
+        d: ddp.Dist = ddp.Dist(), init_weights: bool = True,
+    ) -> None:
+        self.cfg, self.model_name, self.seed, self.classes = cfg, model_name, seed, classes
+        self.model_dir, self.key, self.d = Path(model_dir), key, d
+        self.device = d.device
+        tc = cfg.train
+        if tc.imbalance not in IMBALANCE:
+            raise ModelError(f"train.imbalance={tc.imbalance!r}: use one of {', '.join(IMBALANCE)}")
+        if tc.monitor not in ("val", "test"):
+            raise ModelError(f"train.monitor={tc.monitor!r}: use val (default) or test (the study's leaky protocol)")
+        runs.seed_everything(seed)
+        self.net = create_model(
+            model_name, len(classes), cfg.model.in_chans, cfg.data.image_size,
+            # A finished or resumed model gets its weights from its own checkpoint, not from a download.
+            pretrained=cfg.model.pretrained and init_weights, weights=cfg.model.weights if init_weights else "",
+            drop_rate=cfg.model.drop_rate,
+        )
+        mean, std = input_stats(self.net, cfg.model.in_chans)
+        self.channels_last = tc.channels_last
+        self.net.to(self.device)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.meta: dict[str, Any] = {
+            "model_name": model_name, "classes": classes, "image_size": cfg.data.image_size,
+            "in_chans": cfg.model.in_chans, "mean": mean, "std": std, "seed": seed, "drop_rate": cfg.model.drop_rate,
+            "channels_last": self.channels_last, "monitor": tc.monitor, "test_leak": tc.monitor == "test",
+            "num_params": sum(p.numel() for p in self.net.parameters()), "key": key,
+            "config": {s: to_dict(getattr(cfg, s)) for s in ("model", "train", "data")},
+        }
+        self.transform = InputTransform(self.meta, self.device, self.channels_last)
+        self.model: nn.Module = self.net
+        if d.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, eps=tc.eps)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
+        )
+        self.autocast, self.scaler = amp_context(self.device, tc.amp)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # finished epochs
+        self.best_loss, self.best_epoch, self.bad_epochs, self.stopped = math.inf, 0, 0, False
+
+    # --------------------------------------------------------------------- checkpointing
+    @property
+    def last_path(self) -> Path:
+        return self.model_dir / "last.pt"
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "epoch": self.epoch, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
+            "history": self.history, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "stopped": self.stopped, "rng": rng_state(self.gen),
+        }
+
+    def resume(self, st: dict[str, Any]) -> None:
+        """Continue from a ``last.pt`` state (see :meth:`state`)."""
+        self.net.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        if self.scaler and st["scaler"]:
+            self.scaler.load_state_dict(st["scaler"])
+        self.history, self.epoch = list(st["history"]), int(st["epoch"])
+        self.best_loss, self.best_epoch = float(st["best_loss"]), int(st["best_epoch"])
+        self.bad_epochs, self.stopped = int(st["bad_epochs"]), bool(st["stopped"])
+        set_rng_state(st["rng"], self.gen)
+
+    def _save_best(self) -> None:
+        with runs.atomic_path(self.model_dir / "best.safetensors") as tmp:
+            save_model(self.net, str(tmp))
+        runs.write_json(
+            self.model_dir / "model.json",
+            {**self.meta, "epoch": self.best_epoch, "best_monitored_loss": self.best_loss},
+        )
+
+    def _save_epoch(self) -> None:
+        runs.write_csv(self.model_dir / "history.csv", self.history, HISTORY_COLUMNS)
+        with runs.atomic_path(self.last_path) as tmp:
+            torch.save(self.state(), tmp)
+
+    # --------------------------------------------------------------------- the loop
+    def train_epoch(self, train: ImageSet, weights: torch.Tensor | None, bar: tqdm) -> tuple[float, float, float]:
+        """One pass over ``train``; returns (mean loss, seconds, data-wait fraction)."""
+        tc, d = self.cfg.train, self.d
+        plan = epoch_plan(train.labels, tc.batch_size, self.gen, tc.imbalance == "balanced_sampler", tc.hflip, d.world)
+        self.model.train()
+        total_loss, total_n, wait = 0.0, 0, 0.0
+        start = time.perf_counter()
+        for idx, flip in plan:
+            t0 = time.perf_counter()
+            local = ddp.local_slice(torch.arange(len(idx)), d)
+            x = train.images[idx[local]]
+            x = torch.where(flip[local, None, None], x.flip(-1), x)
+            x = self.transform(x)
+            y_all = train.labels[idx]
+            y = y_all[local].to(self.device, non_blocking=True)
+            wait += time.perf_counter() - t0
+            with self.autocast():
+                logits = self.model(x)
+            per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+            # Sum over this rank's images / size of the global batch (x world: DDP averages the
+            # gradients), so every process count gives the gradient of the global-batch mean.
+            if weights is None:
+                loss = per_sample.sum() * d.world / len(idx)
+            else:
+                w = weights.to(self.device)
+                loss = (per_sample * w[y]).sum() * d.world / weights[y_all].sum().to(self.device)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+            total_loss += float(per_sample.detach().sum())
+            total_n += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / max(total_n, 1):.4f}", refresh=False)
+        seconds = time.perf_counter() - start
+        if d.enabled:
+            t = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(t)
+            total_loss, total_n = float(t[0]), int(t[1])
+        return total_loss / max(total_n, 1), seconds, wait / max(seconds, 1e-9)
+
+    def fit(self, train: ImageSet, monitor: ImageSet, monitor_split: str) -> None:
+        """Train until ``train.epochs`` or early stopping; ``best.safetensors`` holds the lowest monitored loss."""
+        tc, d = self.cfg.train, self.d
+        if tc.monitor == "test" and d.is_main:
+            log.warning(
+                "%s seed %d: train.monitor=test: the TEST loss drives the LR schedule and early stopping "
+                "(the study's protocol); test-set metrics of this model are optimistic (recorded as test_leak)",
+                self.model_name, self.seed,
+            )
+        weights = class_weights(train.labels, len(self.classes)) if tc.imbalance == "weighted_loss" else None
+        steps = len(epoch_plan(train.labels, tc.batch_size, torch.Generator().manual_seed(0), False, False, d.world))
+        bar = tqdm(
+            total=tc.epochs * steps, initial=self.epoch * steps, desc=f"train {self.model_name} seed {self.seed}",
+            unit="step", disable=not d.is_main, dynamic_ncols=True,
+        )
+        with bar:
+            while self.epoch < tc.epochs and not self.stopped:
+                lr = self.opt.param_groups[0]["lr"]
+                train_loss, seconds, wait = self.train_epoch(train, weights, bar)
+                t0 = time.perf_counter()
+                ddp.sync_buffers(self.net, d)
+                m = split_metrics(predict_logits(self.net, monitor.images, self.transform, 2 * tc.batch_size, d, self.autocast), monitor.labels)
+                self.epoch += 1
+                self.history.append({
+                    "epoch": self.epoch, "train_loss": train_loss, "val_loss": m["loss"], "val_accuracy": m["accuracy"],
+                    "val_macro_auc": m["macro_auc"], "lr": lr, "seconds": round(seconds + time.perf_counter() - t0, 3),
+                    "images_per_s": round(len(train) / max(seconds, 1e-9), 2), "data_wait_fraction": round(wait, 4),
+                    "monitored_split": monitor_split, "test_leak": tc.monitor == "test",
+                })
+                if m["loss"] < self.best_loss:
+                    self.best_loss, self.best_epoch, self.bad_epochs = m["loss"], self.epoch, 0
+                    if d.is_main:
+                        self._save_best()
+                else:
+                    self.bad_epochs += 1
+                self.sched.step(m["loss"])
+                self.stopped = self.bad_epochs >= tc.early_stopping_patience
+                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{m['loss']:.4f}", val_auc=f"{m['macro_auc']:.4f}")
+                if d.is_main:
+                    self._save_epoch()
+                ddp.barrier(d)
+        if not (self.model_dir / "best.safetensors").is_file():
+            raise ModelError(f"{self.model_name} seed {self.seed}: no epoch finished with a finite monitored loss; check train.lr and the data")
+
+    def load_best(self) -> None:
+        """Put the best checkpoint's weights in the model, from disk, so a resumed run predicts identically."""
+        load_model(self.net, str(self.model_dir / "best.safetensors"), device=str(self.device))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def default_manifest(cfg: Config, run_dir: Path) -> Path:
+    augmented = run_dir / "augment" / "manifest.csv"
+    return augmented if cfg.augment.enabled and augmented.is_file() else run_dir / "manifest.csv"
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    from medauc.data.manifest import read_manifest as _read
+
+    return _read(path, required=("image_id", "path", "label", "split"))
+
+
+def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
+    """The classes to learn: ``data.classes`` in that order, those present in the training split."""
+    labels = set(df["label"].astype(str))
+    unknown = sorted(labels - set(cfg.data.classes))
+    if unknown:
+        raise DataError(f"manifest labels {unknown} are not in data.classes {cfg.data.classes}; add them or fix the manifest")
+    train_labels = set(df.loc[df["split"] == "train", "label"].astype(str))
+    missing = sorted(labels - train_labels)
+    if missing:
+        raise DataError(f"classes {missing} have no training images in the manifest; the classifier cannot learn them")
+    classes = [c for c in cfg.data.classes if c in train_labels]
+    if len(classes) < 2:
+        raise DataError(f"the manifest's training split holds {len(classes)} class(es) ({classes}); at least 2 are needed")
+    return classes
+
+
+def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
+    """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
+    model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
+    data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
+    return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)
+
+
+def _write_predictions(path: Path, frame: pd.DataFrame) -> None:
+    runs.write_csv(path, frame.to_dict("records"), list(frame.columns))
+
+
+def train_stage(
+    cfg: Config,
+    run_dir: str | Path,
+    manifest_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    models: list[str] | None = None,
+    extra_sets: dict[str, pd.DataFrame] | None = None,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Train every model (``models`` or ``cfg.model.names``) once per seed in ``cfg.train.seeds``.
+
+    Writes ``<out_dir>/train/<model>/<seed>/`` and ``<out_dir>/predictions/<model>/<seed>/<split>.csv``
+    for val, test and each of ``extra_sets`` (manifest-like frames: ``image_id, path, label``).
+    A finished model is skipped (missing extra predictions are still written), an interrupted one
+    resumes. Returns one dict per model and seed: paths, best epoch, seconds.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest(cfg, run_dir)
+    models = list(models) if models is not None else list(cfg.model.names)
+    if not models:
+        raise ModelError("no models to train: set model.names (e.g. [resnet18, efficientnet_b0])")
+    if cfg.model.weights and Path(cfg.model.weights).is_file() and len(models) > 1:
+        raise ModelError(f"model.weights={cfg.model.weights} is one file but {len(models)} models are named; give a folder of <model name>.safetensors")
+    df = read_manifest(manifest_path)
+    manifest_sha = runs.file_sha256(manifest_path)
+    classes = data_classes(cfg, df)
+    d = ddp.setup(cfg.train.device)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    cache_dir = run_dir / "cache"
+    base = manifest_path.parent
+    size = cfg.data.image_size
+
+    def load(frame: pd.DataFrame, desc: str) -> ImageSet:
+        # Rank 0 decodes and writes the cache; the other ranks then read it.
+        if d.is_main:
+            s = image_set(frame, classes, size, cache_dir, base, cfg.data.workers, desc)
+        ddp.barrier(d)
+        if not d.is_main:
+            s = image_set(frame, classes, size, cache_dir, base, 1, desc)
+        return s
+
+    split = df["split"].astype(str)
+    train_df = df[split == "train"]
+    if cfg.train.max_train_images and len(train_df) > cfg.train.max_train_images:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_df))[: cfg.train.max_train_images])
+        train_df = train_df.iloc[keep]
+    sets: dict[str, pd.DataFrame] = {s: df[split == s] for s in ("val", "test") if (split == s).any()}
+    monitor_split = cfg.train.monitor
+    if monitor_split not in sets:
+        raise DataError(
+            f"manifest {manifest_path} has no {monitor_split!r} rows to monitor; prepare with data.val_fraction>0, "
+            "or set train.monitor=test to reproduce the study's (leaky) protocol"
+        )
+    for name, frame in (extra_sets or {}).items():
+        if name in ("train", "val", "test"):
+            raise DataError(f"extra_sets: {name!r} clashes with a split name; choose another name")
+        sets[name] = frame
+    train = load(train_df, "decode train")
+    loaded = {name: load(frame, f"decode {name}") for name, frame in sets.items()}
+
+    results = []
+    try:
+        for model_name in models:
+            for seed in cfg.train.seeds:
+                results.append(_train_one(cfg, out_dir, model_name, seed, classes, train, loaded, monitor_split, manifest_sha, d, force))
+    finally:
+        ddp.cleanup(d)
+    return results
+
+
+def _train_one(
+    cfg: Config, out_dir: Path, model_name: str, seed: int, classes: list[str], train: ImageSet,
+    sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, d: ddp.Dist, force: bool,
+) -> dict[str, Any]:
+    model_dir = out_dir / "train" / safe_name(model_name) / str(seed)
+    pred_dir = out_dir / "predictions" / safe_name(model_name) / str(seed)
+    stage = f"train/{safe_name(model_name)}/{seed}"
+    key = stage_key(cfg, model_name, seed, manifest_sha)
+    t0 = time.perf_counter()
+    todo = runs.check_stage(out_dir, stage, key, force)
+    last = model_dir / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True) if todo and last.is_file() else None
+    if state is not None and state.get("key") != key:
+        if not force:
+            raise runs.RunFolderError(
+                f"{last} belongs to a training with other inputs; pass --force to start {model_name} seed {seed} again, "
+                "or choose another --out"
+            )
+        state = None
+    if todo and state is None and d.is_main:
+        for stale in ("last.pt", "best.safetensors", "model.json", "history.csv"):
+            (model_dir / stale).unlink(missing_ok=True)
+    ddp.barrier(d)
+    trainer = Trainer(cfg, model_name, seed, classes, model_dir, key, d, init_weights=todo and state is None)
+    if todo:
+        if state is not None:
+            trainer.resume(state)
+            log.info("%s seed %d: resuming after epoch %d", model_name, seed, trainer.epoch)
+        trainer.fit(train, sets[monitor_split], monitor_split)
+    trainer.load_best()
+    written = {}
+    for name, s in sets.items():
+        path = pred_dir / f"{name}.csv"
+        if todo or not path.is_file():
+            logits = predict_logits(trainer.net, s.images, trainer.transform, 2 * cfg.train.batch_size, d, trainer.autocast)
+            if d.is_main:
+                _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes))
+        written[name] = str(path)
+    meta = runs.read_json(model_dir / "model.json")
+    if todo and d.is_main:
+        runs.mark_stage(out_dir, stage, key, model=model_name, seed=seed, best_epoch=meta["epoch"])
+        # Only an unfinished model needs last.pt; with Adam's moments it is 3x the model's size.
+        (model_dir / "last.pt").unlink(missing_ok=True)
+    ddp.barrier(d)
+    return {
+        "model": model_name, "seed": seed, "model_dir": str(model_dir), "predictions": written,
+        "best_epoch": meta["epoch"], "epochs": len(trainer.history) if todo else None,
+        "seconds": round(time.perf_counter() - t0, 2), "skipped": not todo, "test_leak": meta["test_leak"],
+    }

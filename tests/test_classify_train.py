@@ -1,0 +1,154 @@
+"""The training loop: seeds, bit-exact resume, the study's leak flag, imbalance options, caching, predictions."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medauc.classify import train as tr
+from medauc.classify.models import load_trained
+from medauc.classify.predict import predict_images, predict_manifest
+from medauc.config import load_config
+from medauc.data.images import load_image
+from test_classify_models import make_dataset
+
+VIT = ["model.names=[test_vit]"]
+OVERRIDES = ["model.names=[test_resnet]", "train.epochs=3", "train.batch_size=8", "train.early_stopping_patience=5"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def cfg(*extra: str):
+    return load_config("smoke", [*OVERRIDES, *extra])
+
+
+def history(run: Path, model: str = "test_resnet", seed: int = 0) -> pd.DataFrame:
+    return pd.read_csv(run / "train" / model / str(seed) / "history.csv").drop(columns=["seconds", "images_per_s", "data_wait_fraction"])
+
+
+def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # test_vit: its validation loss improves until epoch 3 here, so the predictions come from after the interruption
+    whole = tr.train_stage(cfg(*VIT), tmp_path / "a", manifest)[0]
+    assert whole["epochs"] == 3 and whole["best_epoch"] == 3 and not whole["skipped"]
+
+    original = tr.Trainer.train_epoch
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.epoch == 1:  # epoch 2 ran, but the process dies before recording it
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_stage(cfg(*VIT), tmp_path / "b", manifest)
+    assert len(history(tmp_path / "b", "test_vit")) == 1
+    state = torch.load(tmp_path / "b/train/test_vit/0/last.pt", weights_only=True)
+    assert state["epoch"] == 1 and "shuffle" in state["rng"] and "numpy" in state["rng"]
+    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
+    resumed = tr.train_stage(cfg(*VIT), tmp_path / "b", manifest)[0]
+    assert resumed["epochs"] == 3
+    assert not (tmp_path / "b/train/test_vit/0/last.pt").exists()  # a finished model needs no resume state
+
+    for split in ("val", "test"):
+        a = (tmp_path / f"a/predictions/test_vit/0/{split}.csv").read_bytes()
+        b = (tmp_path / f"b/predictions/test_vit/0/{split}.csv").read_bytes()
+        assert a == b
+    pd.testing.assert_frame_equal(history(tmp_path / "a", "test_vit"), history(tmp_path / "b", "test_vit"))
+    assert (tmp_path / "a/train/test_vit/0/best.safetensors").read_bytes() == (
+        tmp_path / "b/train/test_vit/0/best.safetensors"
+    ).read_bytes()
+
+    other = tr.train_stage(cfg(*VIT, "train.seeds=[1]"), tmp_path / "c", manifest)[0]
+    assert other["seed"] == 1
+    pa = pd.read_csv(tmp_path / "a/predictions/test_vit/0/test.csv")
+    pc = pd.read_csv(tmp_path / "c/predictions/test_vit/1/test.csv")
+    assert not np.array_equal(pa.filter(like="prob_").to_numpy(), pc.filter(like="prob_").to_numpy())
+
+    # a second call skips the finished model, and writes extra predictions that were not there yet
+    extra = pd.read_csv(manifest).query("split == 'train'").head(5)
+    again = tr.train_stage(cfg(*VIT), tmp_path / "a", manifest, extra_sets={"generated": extra})[0]
+    assert again["skipped"]
+    gen = pd.read_csv(again["predictions"]["generated"])
+    assert list(gen["image_id"]) == list(extra["image_id"])
+    assert list(gen.columns) == ["image_id", "label", "prob_healthy", "prob_glioma", "prob_meningioma", "prob_pituitary"]
+    assert np.allclose(gen.filter(like="prob_").sum(axis=1), 1.0)
+
+    # the hand-off functions other stages use give the same probabilities as the predictions file
+    model, meta = load_trained(tmp_path / "a/train/test_vit/0")
+    assert {"model_name", "classes", "image_size", "in_chans", "mean", "std", "seed", "epoch"} <= set(meta)
+    test_rows = pd.read_csv(manifest).query("split == 'test'")
+    prob = predict_images(model, meta, np.stack([load_image(p) for p in test_rows["path"]]))
+    assert np.allclose(prob, pa.filter(like="prob_").to_numpy(), atol=1e-6)
+    via_csv = predict_manifest(tmp_path / "a/train/test_vit/0", test_rows, tmp_path / "pm.csv")
+    assert np.allclose(via_csv.filter(like="prob_").to_numpy(), pa.filter(like="prob_").to_numpy(), atol=1e-6)
+    assert (tmp_path / "pm.csv").is_file()
+
+
+def test_monitoring_the_test_set_is_recorded_as_a_leak(manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        r = tr.train_stage(cfg("train.monitor=test", "train.epochs=1", "train.imbalance=weighted_loss"), tmp_path, manifest)[0]
+    assert r["test_leak"] is True
+    assert "TEST loss" in caplog.text
+    meta = load_trained(r["model_dir"])[1]
+    assert meta["test_leak"] is True and meta["monitor"] == "test"
+    h = pd.read_csv(Path(r["model_dir"]) / "history.csv")
+    assert h["test_leak"].all() and (h["monitored_split"] == "test").all()
+
+
+def test_changed_settings_are_refused_without_force(manifest: Path, tmp_path: Path) -> None:
+    from medauc.runs import RunFolderError
+
+    tr.train_stage(cfg("train.epochs=1"), tmp_path, manifest)
+    with pytest.raises(RunFolderError, match="--force"):
+        tr.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest)
+    r = tr.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest, force=True)[0]
+    assert not r["skipped"]
+
+
+def test_imbalance_options() -> None:
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    w = tr.class_weights(labels, 2)
+    assert torch.allclose(w, torch.tensor([40 / 60, 40 / 20]))
+    plan = tr.epoch_plan(labels, 8, torch.Generator().manual_seed(0), balanced=True, hflip=True)
+    drawn = labels[torch.cat([b for b, _ in plan])]
+    assert 0.3 < drawn.float().mean() < 0.7  # about half from the minority class
+    flips = torch.cat([f for _, f in plan])
+    assert 0 < flips.sum() < len(flips)
+    plain = tr.epoch_plan(labels, 8, torch.Generator().manual_seed(0), balanced=False, hflip=False)
+    assert sorted(torch.cat([b for b, _ in plain]).tolist()) == list(range(40))
+    # a last batch of one image is dropped (batch norm cannot train on it)
+    assert [len(b) for b, _ in tr.epoch_plan(torch.zeros(17, dtype=torch.long), 8, torch.Generator(), False, False)] == [8, 8]
+
+
+def test_errors_name_the_value_and_the_fix(manifest: Path, tmp_path: Path) -> None:
+    from medauc.errors import DataError, ModelError
+
+    with pytest.raises(ModelError, match="train.imbalance"):
+        tr.train_stage(cfg("train.imbalance=oversample"), tmp_path, manifest)
+    no_val = tmp_path / "noval.csv"
+    pd.read_csv(manifest).query("split != 'val'").to_csv(no_val, index=False)
+    with pytest.raises(DataError, match="train.monitor=test"):
+        tr.train_stage(cfg(), tmp_path, no_val)
+
+
+def test_cli_trains_the_named_models_and_reports_errors(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from medauc.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--config", "smoke", "--out", str(out), "--manifest", str(manifest), "train.epochs=1", "train.batch_size=8"]
+    assert main([*args, "--models", "test_resnet"]) == 0
+    assert (out / "predictions/test_resnet/0/test.csv").is_file() and not (out / "train/test_vit").exists()
+    assert "test_resnet seed 0" in capsys.readouterr().out
+    assert main([*args, "--models", "resnet_nope"]) == 2
+    assert "not a timm model" in capsys.readouterr().err
