@@ -128,6 +128,7 @@ class AugmentConfig:
     )
     strategy_model: str = "efficientnet_b0"
     near_copy_threshold: float = 0.98  # SSIM to the source above which a generated image is a near-copy
+    num_threads: int = 1  # CPU threads for the denoiser (0 = torch default); its small convolutions run fastest on one
 
 
 @dataclass(frozen=True)

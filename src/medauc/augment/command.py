@@ -1,0 +1,221 @@
+"""``medauc augment``: train the denoiser, generate restored healthy images, check them.
+
+``medauc augment --strategies`` then trains the imbalance strategies (the study's Table 2, extended)
+and completes the checks that need a classifier (a and e).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medauc import runs
+from medauc.augment import checks
+from medauc.augment.denoiser import model_restore_fn, quality_per_sigma, save_denoiser, train_denoiser
+from medauc.augment.generate import generate_for_manifest, healthy_train, load_images, restore_test_set
+from medauc.config import Config, config_hash, to_dict
+from medauc.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STAGE = "augment"
+
+
+def augment_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "augment"
+
+
+def stage_key(cfg: Config, manifest_path: Path) -> str:
+    """What the augment stage depends on: its config section, the seed, the classes and the manifest."""
+    return config_hash(
+        cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level,
+        runs.file_sha256(manifest_path),
+    )
+
+
+def augment_stage(cfg: Config, run_dir: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Denoiser, generation and checks b, c, d for the run in ``run_dir`` (needs ``manifest.csv``).
+
+    Writes ``augment/denoiser.safetensors``, ``augment/denoiser.json``, ``augment/generated/*.png``,
+    ``augment/manifest.csv`` (original + generated rows), ``augment/restored_test/*.png`` with
+    ``augment/restored_test.csv`` (tumour test images restored, for check e) and
+    ``augment_checks.json``. Returns the checks dict. Skipped when done with the same inputs.
+    """
+    if not cfg.augment.enabled:
+        log.info("augment: augment.enabled is false; nothing to do")
+        return {"enabled": False}
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.csv"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path} does not exist; run `medauc prepare --out {run_dir}` first")
+    key = stage_key(cfg, manifest_path)
+    checks_path = run_dir / "augment_checks.json"
+    if not runs.check_stage(run_dir, STAGE, key, force):
+        log.info("augment: already done in %s (same inputs); skipping", run_dir)
+        return runs.read_json(checks_path)
+
+    threads = torch.get_num_threads()
+    if cfg.augment.num_threads > 0:
+        # Measured on the shared 2-core machine: one thread trains the small U-Net 5-7x faster
+        # (wall) than two, which spend their time waiting on each other.
+        torch.set_num_threads(cfg.augment.num_threads)
+    try:
+        result = _augment(cfg, run_dir, manifest_path, checks_path, progress)
+    finally:
+        torch.set_num_threads(threads)
+    runs.mark_stage(run_dir, STAGE, key, generated=result["counts"]["generated"])
+    return result
+
+
+def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path, progress: bool) -> dict[str, Any]:
+    from medauc.data.manifest import read_manifest, write_manifest
+
+    acfg = cfg.augment
+    neg = cfg.data.negative_class
+    out = augment_dir(run_dir)
+    for sub in ("generated", "restored_test"):
+        if (out / sub).exists():  # our own output from an earlier config: start clean
+            shutil.rmtree(out / sub)
+    cache = run_dir / "cache"
+    manifest = read_manifest(manifest_path)
+    if "source_image_id" in manifest.columns and (manifest["source_image_id"].astype(str) != "").any():
+        raise DataError(f"{manifest_path} already holds generated rows; give `medauc augment` the manifest written by `medauc prepare`")
+
+    src_rows = healthy_train(manifest, neg)
+    val_rows = manifest[(manifest["split"] == "val") & (manifest["label"] == neg)]
+    train_rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    if len(src_rows) < 2:
+        raise DataError(f"{manifest_path}: {len(src_rows)} healthy ({neg!r}) training images; the denoiser needs at least 2")
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    clean = load_images(list(src_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load healthy train")
+    val = load_images(list(val_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load healthy val")
+    timing["load_seconds"] = time.perf_counter() - t0
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model, history = train_denoiser(clean, acfg, cfg.seed, cfg.train.device, progress)
+    timing["denoiser_train_seconds"] = time.perf_counter() - t0
+    # CPU seconds (all threads) as well: on shared cores wall time says more about the neighbours.
+    timing["denoiser_train_cpu_seconds"] = time.process_time() - c0
+    restore_fn = model_restore_fn(model)
+    val_quality = quality_per_sigma(val, restore_fn, acfg.sigmas, cfg.seed + 1) if len(val) else []
+    save_denoiser(model, acfg, out, seed=cfg.seed, n_train=len(clean), n_val=len(val), history=history, validation=val_quality)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    augmented, generated, _ = generate_for_manifest(
+        manifest, acfg, neg, restore_fn, out / "generated", cfg.seed + 2, sources_images=clean, progress=progress
+    )
+    write_manifest(out / "manifest.csv", augmented)
+    timing["generate_seconds"] = time.perf_counter() - t0
+    timing["generate_cpu_seconds"] = time.process_time() - c0
+    t0 = time.perf_counter()
+    restored_test = restore_test_set(manifest, acfg, neg, restore_fn, out / "restored_test", cfg.seed + 3, progress, cache)
+    write_manifest(out / "restored_test.csv", restored_test)
+    timing["restore_test_seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    gen_rows = augmented[augmented["augmentation"] == "restoration"].reset_index(drop=True)
+    src_pos = {sid: i for i, sid in enumerate(src_rows["image_id"])}
+    gen_src = gen_rows["source_image_id"].map(src_pos).to_numpy(np.int64)
+    sig = gen_rows["sigma"].to_numpy(float)
+    result: dict[str, Any] = {
+        "schema": "see medauc.augment.checks (module docstring)",
+        "negative_class": neg,
+        "counts": {
+            "healthy_train_original": int(len(src_rows)),
+            "generated": int(len(gen_rows)),
+            "healthy_train_augmented": int(len(src_rows) + len(gen_rows)),
+            "other_train": int((train_rows["label"] != neg).sum()),
+            "restored_test": int(len(restored_test)),
+        },
+        "denoiser": {"epochs": acfg.epochs, "final_loss": history[-1]["loss"] if history else float("nan"), "loss": acfg.loss},
+        "a_predicted_healthy": None,  # filled by strategies_stage
+        "b_restoration_quality": {
+            "validation": val_quality,
+            "generated": checks.generated_quality(checks.quantise(generated), checks.quantise(clean[gen_src]), sig) if len(gen_rows) else [],
+        },
+    }
+    if len(gen_rows):
+        all_train = load_images(list(train_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load train")
+        train_pos = {sid: i for i, sid in enumerate(train_rows["image_id"])}
+        gen_train_idx = gen_rows["source_image_id"].map(train_pos).to_numpy(np.int64)
+        healthy_idx = src_rows["image_id"].map(train_pos).to_numpy(np.int64)
+        result["c_memorisation"] = checks.memorisation(
+            generated, gen_train_idx, sig, all_train, healthy_idx, acfg.near_copy_threshold
+        )
+        del all_train
+        result["d_artefact_detectability"] = checks.artefact_detectability(
+            clean, generated, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level
+        )
+    else:
+        result["c_memorisation"] = None
+        result["d_artefact_detectability"] = None
+    result["e_shortcut_flip"] = None  # filled by strategies_stage
+    timing["checks_seconds"] = time.perf_counter() - t0
+    result["timing"] = timing
+    result["config"] = to_dict(acfg)
+    runs.write_json(checks_path, result)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strategies",
+        action="store_true",
+        help="also train the imbalance strategies (augment.strategies) and run checks a and e",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg: Config = args.cfg
+    run_dir = runs.open_run(args.out, cfg, args.force)
+    if not cfg.augment.enabled:
+        print("augment: augment.enabled is false; set augment.enabled=true to generate images")
+        return 0
+    result = augment_stage(cfg, run_dir, args.force, progress=not args.no_progress)
+    _print_summary(result)
+    if args.strategies:
+        from medauc.augment.strategies import strategies_stage
+
+        table = strategies_stage(cfg, run_dir, args.force, progress=not args.no_progress)
+        _print_summary(runs.read_json(run_dir / "augment_checks.json"))
+        for row in table.get("rows", []):
+            print(f"  strategy {row['strategy']:<14} seed {row['seed']}: " + ", ".join(
+                f"{k} {row[k]:.4f}" for k in ("accuracy", "auc_macro", "screening_auc") if isinstance(row.get(k), float)
+            ))
+    print(f"augment: results in {run_dir}")
+    return 0
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    c = result.get("counts", {})
+    print(f"augment: {c.get('healthy_train_original')} healthy train images -> {c.get('healthy_train_augmented')} "
+          f"({c.get('generated')} generated)")
+    for row in result.get("b_restoration_quality", {}).get("validation", []):
+        print(f"  sigma {row['sigma']:.2f}: PSNR {row['psnr_noisy']:.1f} -> {row['psnr_restored']:.1f} dB, "
+              f"SSIM {row['ssim_noisy']:.3f} -> {row['ssim_restored']:.3f} (validation)")
+    m = result.get("c_memorisation")
+    if m:
+        print(f"  memorisation: SSIM to source {m['ssim_to_source']['mean']:.3f}, to nearest other {m['ssim_to_nearest_other']['mean']:.3f}, "
+              f"near-copies {m['near_copy_share']:.1%}")
+    d = result.get("d_artefact_detectability")
+    if d:
+        print(f"  artefact detectability AUC {d['auc']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]")
+    a = result.get("a_predicted_healthy")
+    if a:
+        print(f"  predicted healthy by the balanced model: {a['share']:.2%} of {a['n']} generated images "
+              f"(study: {a.get('study_share', float('nan')):.2%}); of original test tumours it calls "
+              f"{a.get('baseline', {}).get('test_tumour_called_healthy', float('nan')):.2%} healthy")
+    e = result.get("e_shortcut_flip")
+    if e and e.get("comparison"):
+        cmp_ = e["comparison"]
+        print(f"  restored tumour test images called healthy: restoration {cmp_['healthy_share_restored_a']:.2%} "
+              f"vs balanced {cmp_['healthy_share_restored_b']:.2%}")

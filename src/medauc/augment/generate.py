@@ -1,0 +1,259 @@
+"""Generation: noisy copies of healthy training images, restored by the denoiser, become new images.
+
+Every generated row keeps its provenance: ``source_image_id`` (the healthy training image it was
+made from), ``sigma`` (the noise level) and ``augmentation`` ("restoration"). Only training images
+are ever used as sources, and generated rows are always ``split == "train"``, so nothing generated
+can reach validation or test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from medauc.augment.denoiser import RestoreFn, add_noise
+from medauc.config import AugmentConfig
+from medauc.errors import DataError
+
+PROVENANCE_COLUMNS = ["source_image_id", "sigma", "augmentation"]
+
+
+def n_to_generate(n_negative: int, n_other: int, acfg: AugmentConfig) -> int:
+    """How many images to generate so the negative (healthy) training class meets ``acfg.target``.
+
+    - ``multiple``: healthy becomes ``multiple`` x its original count (study: 6 -> 1,400 to 8,400);
+    - ``count``: healthy becomes ``count`` images in all (originals included);
+    - ``share``: healthy becomes ``share`` of the whole training set.
+    A target below the current count gives 0 (medauc never drops originals).
+    """
+    if n_negative <= 0:
+        raise DataError("the manifest has no healthy (negative-class) training images to augment")
+    if acfg.target == "multiple":
+        if acfg.multiple < 1:
+            raise DataError(f"augment.multiple={acfg.multiple}: must be >= 1 (1 = no augmentation; the study used 6)")
+        total = round(acfg.multiple * n_negative)
+    elif acfg.target == "count":
+        if acfg.count <= 0:
+            raise DataError(f"augment.count={acfg.count}: give the healthy training count to reach, e.g. augment.count=8400")
+        total = acfg.count
+    elif acfg.target == "share":
+        if not 0.0 < acfg.share < 1.0:
+            raise DataError(f"augment.share={acfg.share}: give the healthy share of the training set, 0 < share < 1, e.g. 0.7")
+        total = math.ceil(acfg.share * n_other / (1.0 - acfg.share))
+    else:
+        raise DataError(f"augment.target={acfg.target!r}; use 'multiple', 'count' or 'share'")
+    return max(0, int(total) - n_negative)
+
+
+def generation_plan(n_sources: int, sigmas: Sequence[float], n_generated: int) -> list[tuple[int, float, int]]:
+    """Which (source index, sigma, repeat) to generate, ``n_generated`` items in all.
+
+    Sources are used evenly (each gets ``n_generated // n_sources`` or one more) and, per round,
+    every source gets a different sigma, so the sigmas are used evenly too. With 6x and five sigmas
+    this is exactly the study's: each source once at each sigma. ``repeat`` > 0 only when more images
+    than source-sigma pairs are asked for (fresh noise on the same pair).
+    """
+    if not sigmas:
+        raise DataError("augment.sigmas is empty; give noise levels such as [0.1, 0.2, 0.3, 0.4, 0.5]")
+    n_sig = len(sigmas)
+    pairs = n_sources * n_sig
+    plan = []
+    for k in range(n_generated):
+        rep, r = divmod(k, pairs)
+        rnd, src = divmod(r, n_sources)
+        plan.append((src, float(sigmas[(rnd + src) % n_sig]), rep))
+    return plan
+
+
+def generate(
+    sources: np.ndarray,
+    plan: Sequence[tuple[int, float, int]],
+    restore_fn: RestoreFn,
+    seed: int,
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "generate",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise and restore: sources (N, S, S) in [0, 1] -> (restored (M, S, S), noisy (M, S, S)), M = len(plan).
+
+    The noise comes from one generator seeded with ``seed`` and consumed in plan order, so the same
+    seed and plan give the same images.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    m = len(plan)
+    restored = np.empty((m, *sources.shape[1:]), dtype=np.float32)
+    noisy_all = np.empty_like(restored)
+    idx = np.array([p[0] for p in plan], dtype=np.int64)
+    sig = np.array([p[1] for p in plan], dtype=np.float32)
+    for start in tqdm(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
+        sl = slice(start, start + batch_size)
+        noisy = add_noise(sources[idx[sl]], sig[sl], gen)
+        noisy_all[sl] = noisy
+        restored[sl] = restore_fn(noisy)
+    return restored, noisy_all
+
+
+def write_images(
+    images: np.ndarray, rows: list[dict[str, Any]], out_dir: Path, progress: bool = True, desc: str = "write"
+) -> pd.DataFrame:
+    """Save ``images`` (M, S, S) as PNGs named ``<image_id>.png`` in ``out_dir``; fill the manifest columns.
+
+    ``rows`` (one dict per image, with at least ``image_id``) get ``path`` (absolute), ``sha256``,
+    ``phash``, ``width``, ``height`` and ``mode``.
+    """
+    from medauc.data.audit import perceptual_hash, pixel_sha256
+    from medauc.data.images import load_image, save_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for img, row in tqdm(list(zip(images, rows)), desc=desc, unit="img", disable=not progress or not rows):
+        path = save_png(out_dir / f"{row['image_id']}.png", img)
+        row.update(
+            path=str(path.resolve()),
+            sha256=pixel_sha256(load_image(path)),  # the manifest's hash: of the decoded pixels
+            phash=perceptual_hash(img),
+            width=int(img.shape[1]),
+            height=int(img.shape[0]),
+            mode="L",
+        )
+    return pd.DataFrame(rows)
+
+
+def load_images(
+    paths: Sequence[str | Path], size: int, cache_dir: Path | None = None, workers: int = 1, desc: str = "load"
+) -> np.ndarray:
+    """Read image files as float32 (N, size, size) in [0, 1] (8-bit, as the classifier sees them)."""
+    from medauc.data.datasets import load_images as load_uint8
+
+    if len(paths) == 0:
+        return np.empty((0, size, size), dtype=np.float32)
+    return load_uint8(list(paths), size, cache_dir, None, workers, desc).numpy().astype(np.float32) / np.float32(255.0)
+
+
+def sigma_tag(sigma: float) -> str:
+    """0.25 -> "s0p25" (file-name safe)."""
+    return "s" + f"{sigma:g}".replace(".", "p").replace("-", "m")
+
+
+def derived_rows(
+    sources: pd.DataFrame, plan: Sequence[tuple[int, float, int]], augmentation: str, split: str = "train"
+) -> list[dict[str, Any]]:
+    """Manifest rows for images derived from ``sources`` rows per ``plan``: provenance filled, file columns not yet."""
+    rows = []
+    for src, sigma, rep in plan:
+        s = sources.iloc[src]
+        tag = sigma_tag(sigma) if not math.isnan(sigma) else "x"
+        rows.append(
+            {
+                "image_id": f"{s['image_id']}__{augmentation[:4]}_{tag}_r{rep}",
+                "label": s["label"],
+                "split": split,
+                "group": s["group"] if "group" in s.index else s["image_id"],
+                "source_image_id": s["image_id"],
+                "sigma": sigma,
+                "augmentation": augmentation,
+            }
+        )
+    return rows
+
+
+def append_rows(manifest: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with provenance columns (empty for originals) plus ``new`` rows, columns in manifest order."""
+    base = manifest.copy()
+    for col in PROVENANCE_COLUMNS:
+        if col not in base.columns:
+            base[col] = np.nan if col == "sigma" else ""
+    cols = list(base.columns)
+    new = new.reindex(columns=cols)
+    out = pd.concat([base, new], ignore_index=True) if len(new) else base
+    if out["image_id"].duplicated().any():
+        dup = out.loc[out["image_id"].duplicated(), "image_id"].iloc[0]
+        raise DataError(f"image_id {dup!r} appears twice in the augmented manifest; the manifest already holds generated rows?")
+    return out
+
+
+def check_no_leak(manifest: pd.DataFrame) -> None:
+    """Raise DataError if a generated row is outside ``train`` or its source is not a training image."""
+    if "source_image_id" not in manifest.columns:
+        return
+    gen = manifest[manifest["source_image_id"].fillna("").astype(str) != ""]
+    if gen.empty:
+        return
+    if (gen["split"] != "train").any():
+        bad = gen.loc[gen["split"] != "train", "image_id"].iloc[0]
+        raise DataError(f"generated image {bad!r} is in split {gen.loc[gen['image_id'] == bad, 'split'].iloc[0]!r}; only train may hold generated images")
+    split_of = dict(zip(manifest["image_id"], manifest["split"]))
+    for sid in gen["source_image_id"].unique():
+        if split_of.get(sid) != "train":
+            raise DataError(f"generated images come from {sid!r}, which is in split {split_of.get(sid)!r}, not train")
+
+
+def healthy_train(manifest: pd.DataFrame, negative_class: str) -> pd.DataFrame:
+    """The original (not generated) negative-class training rows, in manifest order."""
+    orig = manifest
+    if "source_image_id" in manifest.columns:
+        orig = manifest[manifest["source_image_id"].fillna("").astype(str) == ""]
+    rows = orig[(orig["split"] == "train") & (orig["label"] == negative_class)]
+    return rows.reset_index(drop=True)
+
+
+def generate_for_manifest(
+    manifest: pd.DataFrame,
+    acfg: AugmentConfig,
+    negative_class: str,
+    restore_fn: RestoreFn,
+    out_dir: Path,
+    seed: int,
+    sources_images: np.ndarray | None = None,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Generate the restored healthy images for ``manifest`` and write them to ``out_dir``.
+
+    Returns (augmented manifest, generated images (M, S, S), the healthy train rows used as sources,
+    in the order of ``sources_images``).
+    """
+    src_rows = healthy_train(manifest, negative_class)
+    n_other = int(((manifest["split"] == "train") & (manifest["label"] != negative_class)).sum())
+    n_gen = n_to_generate(len(src_rows), n_other, acfg)
+    if sources_images is None:
+        sources_images = load_images(list(src_rows["path"]), acfg.image_size, cache_dir, desc="load healthy")
+    plan = generation_plan(len(src_rows), acfg.sigmas, n_gen)
+    images, _ = generate(sources_images, plan, restore_fn, seed, progress=progress)
+    rows = derived_rows(src_rows, plan, "restoration")
+    new = write_images(images, rows, out_dir, progress, desc="write generated")
+    augmented = append_rows(manifest, new)
+    check_no_leak(augmented)
+    return augmented, images, src_rows
+
+
+def restore_test_set(
+    manifest: pd.DataFrame,
+    acfg: AugmentConfig,
+    negative_class: str,
+    restore_fn: RestoreFn,
+    out_dir: Path,
+    seed: int,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> pd.DataFrame:
+    """Restore every positive (tumour) TEST image once at each sigma, for the shortcut check (e).
+
+    Returns manifest-like rows (``split == "test"``) with provenance; images in ``out_dir``.
+    Nothing here is ever trained on.
+    """
+    rows = manifest[(manifest["split"] == "test") & (manifest["label"] != negative_class)].reset_index(drop=True)
+    if "source_image_id" in rows.columns:
+        rows = rows[rows["source_image_id"].fillna("").astype(str) == ""].reset_index(drop=True)
+    images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test")
+    plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
+    restored, _ = generate(images, plan, restore_fn, seed, progress=progress, desc="restore tumour test")
+    # split stays "test": these are test images (never trained on), kept in their own file.
+    new = derived_rows(rows, plan, "restoration", split="test")
+    return write_images(restored, new, out_dir, progress, desc="write restored test")

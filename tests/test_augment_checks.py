@@ -1,0 +1,106 @@
+"""The five checks on generated images, each on tiny data with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medauc.augment import checks
+from test_augment_fixtures import synthetic_images
+
+
+@pytest.fixture(scope="module")
+def originals():
+    return synthetic_images(40, 32, np.random.default_rng(0))
+
+
+def _five_each(n: int) -> tuple[np.ndarray, np.ndarray]:
+    source = np.repeat(np.arange(n), 5)
+    sigmas = np.tile([0.1, 0.2, 0.3, 0.4, 0.5], n)
+    return source, sigmas
+
+
+def test_planted_artefact_is_detected(originals):
+    source, sigmas = _five_each(len(originals))
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:32, 0:32]
+    pattern = 0.03 * ((yy + xx) % 2 * 2 - 1)  # a faint checkerboard: a generator's signature
+    planted = np.clip(originals[source] + pattern + rng.normal(0, 0.002, (len(source), 32, 32)), 0, 1)
+    d = checks.artefact_detectability(originals, planted, source, sigmas, seed=0, n_bootstrap=100)
+    assert d["auc"] > 0.9
+    assert d["ci"][0] > 0.8 and d["ci"][0] <= d["auc"] <= d["ci"][1]
+    assert [r["sigma"] for r in d["per_sigma"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert d["features"] and d["n_generated"] == len(source)
+
+
+def test_identity_denoiser_leaves_no_signature(originals):
+    source, sigmas = _five_each(len(originals))
+    identical = originals[source].copy()  # a "denoiser" that gives back the clean image unchanged
+    d = checks.artefact_detectability(originals, identical, source, sigmas, seed=0, n_bootstrap=100)
+    assert abs(d["auc"] - 0.5) < 0.05
+    assert d["ci"][0] <= 0.5 <= d["ci"][1]
+
+
+def test_memorisation_flags_copies_and_images_closer_to_others(originals):
+    n = len(originals)
+    source, sigmas = _five_each(n)
+    copies = checks.memorisation(originals[source], source, sigmas, originals, np.arange(n), threshold=0.98)
+    assert copies["near_copy_share"] == 1.0 and copies["closer_to_other_share"] == 0.0
+    assert copies["ssim_to_source"]["min"] > 0.999
+    assert copies["sibling_ssim_mean"] > 0.999  # five identical restorations: no diversity
+    # "generated" images that are really another training image: memorised, not restored
+    swapped = originals[(source + 1) % n]
+    mem = checks.memorisation(swapped, source, sigmas, originals, np.arange(n), threshold=0.98)
+    assert mem["near_copy_share"] == 0.0 and mem["closer_to_other_share"] == 1.0
+    assert mem["ssim_to_nearest_other"]["min"] > 0.999
+    assert 0 < mem["baseline_nearest_ssim_mean"] < 0.999
+    assert len(mem["per_sigma"]) == 5
+
+
+def test_generated_quality_per_sigma(originals):
+    source, sigmas = _five_each(4)
+    noisy = np.clip(originals[source] + sigmas[:, None, None] * 0.2, 0, 1)
+    q = checks.generated_quality(noisy, originals[source], sigmas)
+    assert [r["sigma"] for r in q] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert all(a["psnr"] > b["psnr"] for a, b in zip(q, q[1:]))  # more noise, lower PSNR
+
+
+def _pred(ids, probs, classes=("healthy", "glioma")):
+    df = pd.DataFrame({"image_id": ids, "label": "healthy"})
+    for j, c in enumerate(classes):
+        df[f"prob_{c}"] = [p[j] for p in probs]
+    return df
+
+
+def test_healthy_share_per_sigma():
+    prov = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "sigma": [0.1, 0.1, 0.5, 0.5]})
+    pred = _pred(["a", "b", "c", "d"], [(0.9, 0.1), (0.8, 0.2), (0.7, 0.3), (0.2, 0.8)])
+    a = checks.healthy_share(pred, prov, "healthy")
+    assert a["share"] == 0.75 and a["n"] == 4 and a["predicted"] == {"healthy": 3, "glioma": 1}
+    assert [(r["sigma"], r["share"]) for r in a["per_sigma"]] == [(0.1, 1.0), (0.5, 0.5)]
+    assert a["ci"][0] < 0.75 < a["ci"][1]
+
+
+def test_flip_rate_and_paired_comparison():
+    test = _pred(["t1", "t2", "t3", "t4"], [(0.1, 0.9), (0.2, 0.8), (0.3, 0.7), (0.9, 0.1)])
+    prov = pd.DataFrame({"image_id": [f"t{i}_r{s}" for i in range(1, 5) for s in (1, 2)],
+                         "source_image_id": [f"t{i}" for i in range(1, 5) for _ in (1, 2)],
+                         "sigma": [0.1, 0.5] * 4})
+    # model A (trained on restorations) calls most restored tumours healthy; model B does not
+    rest_a = _pred(prov["image_id"], [(0.9, 0.1)] * 6 + [(0.1, 0.9)] * 2)
+    rest_b = _pred(prov["image_id"], [(0.1, 0.9)] * 8)
+    ta = checks.flip_table(test, rest_a, prov, "healthy")
+    tb = checks.flip_table(test, rest_b, prov, "healthy")
+    sa, sb = checks.flip_summary(ta), checks.flip_summary(tb)
+    assert sa["healthy_share_original"] == 0.25  # t4 was already called healthy
+    assert sa["flip_rate"] == 1.0 and sb["flip_rate"] == 0.0  # of restored t1-t3 (called tumour before)
+    assert sa["healthy_share_restored"] == 0.75
+    cmp_ = checks.compare_flip(ta, tb, n_bootstrap=200, level=0.95, seed=0)
+    assert cmp_["difference"] == 0.75 and cmp_["ci"][0] <= 0.75 <= cmp_["ci"][1]
+
+
+def test_wilson_interval():
+    lo, hi = checks.wilson(9766, 10000)
+    assert lo < 0.9766 < hi and hi - lo < 0.01
+    assert checks.wilson(0, 10)[0] == 0.0
