@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/medauc run $(ARGS)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 -q $(ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q $(ARGS)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do $(VENV)/bin/python $$b || exit 1; done

@@ -1,0 +1,54 @@
+"""`medauc run` end to end at smoke size: every stage, the report, and stage caching."""
+
+import json
+
+import pytest
+
+from medauc.cli import main
+from medauc.runs import read_json, stage_record
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("pipeline")
+    os.environ["MEDAUC_CACHE"] = str(root / "cache")
+    out = root / "run"
+    assert main(["run", "--config", "smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_every_stage_leaves_its_files(smoke_run):
+    out = smoke_run
+    for name in ("config.yaml", "environment.json", "manifest.csv", "data_audit.json", "augment/manifest.csv",
+                 "augment_checks.json", "strategies.json", "metrics.json", "comparisons.csv", "explain.json",
+                 "report.html", "report.md", "results.json", "timings.json", "phantom/montage.png"):
+        assert (out / name).exists(), name
+    for model in ("test_resnet", "test_vit"):
+        assert (out / "predictions" / model / "0" / "test.csv").exists()
+        assert (out / "train" / model / "0" / "best.safetensors").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["answers"]) == {"q1_accuracy_vs_auc", "q2_restoration", "q3_best_by_auc", "q4_lesion"}
+    assert [r["model"] for r in results["table1"]] == ["test_resnet", "test_vit"]
+    assert [r["strategy"] for r in results["table2"]] == ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 8
+
+
+def test_rerun_skips_finished_stages(smoke_run, capsys):
+    before = {s: stage_record(smoke_run, s)["finished"] for s in ("prepare", "augment", "evaluate", "explain", "report")}
+    assert main(["run", "--config", "smoke", "--out", str(smoke_run)]) == 0
+    after = {s: stage_record(smoke_run, s)["finished"] for s in before}
+    assert after == before  # nothing recomputed
+    assert read_json(smoke_run / "timings.json")["last_run"]["total"] < 60
+
+
+def test_changed_setting_needs_force_and_reruns_only_dependants(smoke_run):
+    assert main(["run", "--config", "smoke", "--out", str(smoke_run), "explain.per_class=2"]) == 2  # refused
+    before = {s: stage_record(smoke_run, s) for s in ("prepare", "augment", "evaluate", "explain")}
+    assert main(["run", "--config", "smoke", "--out", str(smoke_run), "--force", "explain.per_class=2"]) == 0
+    after = {s: stage_record(smoke_run, s) for s in before}
+    for s in ("prepare", "augment", "evaluate"):
+        assert after[s] == before[s], s
+    assert after["explain"]["key"] != before["explain"]["key"]
