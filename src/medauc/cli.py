@@ -35,7 +35,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.image_size=96")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when None), so help is fast."""
     parser = argparse.ArgumentParser(
         prog="medauc",
         description="Which image classifier is really best for a clinic, and how sure can we be.",
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text, common) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue  # not the sub-command asked for: its module (torch, timm...) need not load
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -66,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medauc.errors import MedaucError
     from medauc.runs import RunFolderError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in STAGES), "")
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
