@@ -46,15 +46,15 @@ class DataConfig:
 
     source: str = "phantom"  # "phantom" (built-in synthetic MRI) or "folder"
     path: str = ""  # folder-per-class root when source == "folder"
-    classes: list[str] = field(default_factory=lambda: ["healthy", "glioma", "meningioma", "pituitary"])
-    aliases: dict[str, str] = field(default_factory=_kaggle_aliases)
+    classes: list[str] = field(default_factory=lambda: ["healthy", "glioma", "meningioma", "pituitary"])  # class names, in the order of the prob_ columns; [] = the folders found
+    aliases: dict[str, str] = field(default_factory=_kaggle_aliases)  # folder name -> class name (case-insensitive), e.g. notumor -> healthy
     negative_class: str = "healthy"  # screening view: every other class is "positive"
     split: str = "random"  # "random" (stratified, seeded) or "given" (Training/ and Testing/ folders)
-    test_fraction: float = 0.30
-    val_fraction: float = 0.10
+    test_fraction: float = 0.30  # share of each class held out for test (stratified)
+    val_fraction: float = 0.10  # share of the remaining train carved out for validation (model selection)
     image_size: int = 224  # classifier input size (square), images are cached at this size
     near_duplicate_hamming: int = 6  # perceptual-hash distance (of 64 bits) that counts as near-duplicate
-    shortcut_audit: bool = True
+    shortcut_audit: bool = True  # train a metadata-only classifier to detect acquisition shortcuts
     workers: int = 2  # processes used to read and hash images
 
 
@@ -62,46 +62,46 @@ class DataConfig:
 class PhantomConfig:
     """The built-in synthetic brain-MRI data set (used when data.source == "phantom")."""
 
-    n: int = 2000
-    size: int = 256
+    n: int = 2000  # number of images
+    size: int = 256  # image side in px
     # Per-class counts; empty = the Kaggle rm1000 proportions (2000/1621/1645/1757) scaled to n.
-    counts: dict[str, int] = field(default_factory=dict)
-    planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])
+    counts: dict[str, int] = field(default_factory=dict)  # per-class counts; {} = Kaggle proportions scaled to n
+    planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])  # slice orientations drawn
     subtle_fraction: float = 0.15  # share of tumours that are small and low-contrast
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
     anatomy: str = "auto"  # "auto" (Colin27 if installed, else MNI152), "colin27", "mni152"
-    workers: int = 2
+    workers: int = 2  # processes used to generate
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which classifiers, by timm name, and where their weights come from."""
 
-    names: list[str] = field(default_factory=lambda: ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"])
+    names: list[str] = field(default_factory=lambda: ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"])  # timm model names; each is trained and compared
     pretrained: bool = False  # timm's own download (needs the internet)
     weights: str = ""  # local weights: a file (one model) or a folder of <model name>.safetensors/.pth
     in_chans: int = 1  # 1 = grayscale stem; 3 = replicate the channel for a pretrained RGB stem
-    drop_rate: float = 0.0
+    drop_rate: float = 0.0  # dropout before the classifier head
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The study's protocol, every part configurable."""
 
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    eps: float = 1e-8
-    plateau_factor: float = 0.1
-    plateau_patience: int = 3
-    early_stopping_patience: int = 2
+    epochs: int = 10  # at most this many epochs
+    batch_size: int = 32  # images per step (total over all processes under torchrun)
+    lr: float = 1e-4  # Adam learning rate
+    weight_decay: float = 1e-4  # Adam weight decay
+    eps: float = 1e-8  # Adam epsilon
+    plateau_factor: float = 0.1  # ReduceLROnPlateau factor on the monitored loss
+    plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
+    early_stopping_patience: int = 2  # stop after this many epochs without a lower monitored loss
     monitor: str = "val"  # "val" (default) or "test" (the study's leaky protocol, warned)
-    hflip: bool = True
+    hflip: bool = True  # random horizontal flip (brain MRI is roughly left-right symmetric)
     imbalance: str = "none"  # "none", "weighted_loss", "balanced_sampler"
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0])  # each model is trained once per seed
     amp: bool = True  # bf16/fp16 autocast on CUDA only
-    channels_last: bool = True
+    channels_last: bool = True  # channels-last memory format (faster for CNNs on CPU and GPU)
     num_threads: int = 0  # 0 = all cores
     device: str = "auto"  # "auto", "cpu", "cuda"
     max_train_images: int = 0  # 0 = all; a cap for quick runs
@@ -111,22 +111,22 @@ class TrainConfig:
 class AugmentConfig:
     """Restoration-based augmentation of the negative (healthy) class."""
 
-    enabled: bool = True
-    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
+    enabled: bool = True  # train the classifiers of Table 1 on the augmented set
+    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])  # Gaussian noise levels on [0, 1] images
     target: str = "multiple"  # "multiple", "count" or "share"
     multiple: float = 6.0  # healthy train images become this many times the original (study: 6x)
-    count: int = 0
-    share: float = 0.0
-    image_size: int = 128
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
+    count: int = 0  # target 'count': healthy training images after augmentation
+    share: float = 0.0  # target 'share': healthy share of the training set after augmentation
+    image_size: int = 128  # denoiser and generated-image size in px
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # U-Net channels per level
+    epochs: int = 20  # denoiser training epochs
+    batch_size: int = 16  # denoiser batch size
+    lr: float = 1e-3  # denoiser Adam learning rate
     loss: str = "l1"  # "l1" or "mse"
-    strategies: list[str] = field(
+    strategies: list[str] = field(  # imbalance strategies compared in Table 2
         default_factory=lambda: ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
     )
-    strategy_model: str = "efficientnet_b0"
+    strategy_model: str = "efficientnet_b0"  # the timm model trained under each strategy
     near_copy_threshold: float = 0.98  # SSIM to the source above which a generated image is a near-copy
     num_threads: int = 1  # CPU threads for the denoiser (0 = torch default); its small convolutions run fastest on one
 
@@ -135,11 +135,11 @@ class AugmentConfig:
 class EvaluateConfig:
     """Statistics: intervals, tests and prevalence."""
 
-    n_bootstrap: int = 2000
-    level: float = 0.95
-    prevalences: list[float] = field(default_factory=lambda: [1e-4, 1e-2])
-    target_sensitivity: float = 0.99
-    calibration_bins: int = 15
+    n_bootstrap: int = 2000  # stratified bootstrap resamples for every CI
+    level: float = 0.95  # confidence level of intervals and tests
+    prevalences: list[float] = field(default_factory=lambda: [1e-4, 1e-2])  # clinical prevalences for PPV/NPV (the study planned 1 in 10,000)
+    target_sensitivity: float = 0.99  # operating point: chosen on validation for at least this sensitivity
+    calibration_bins: int = 15  # equal-mass bins for ECE and reliability curves
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
     question_auc: str = "auc_macro"  # the AUC the study's first question ranks by: "auc_macro" or "screening_auc"
 
@@ -148,11 +148,11 @@ class EvaluateConfig:
 class ExplainConfig:
     """Grad-CAM and its localisation scores."""
 
-    methods: list[str] = field(default_factory=lambda: ["gradcam"])
+    methods: list[str] = field(default_factory=lambda: ["gradcam"])  # gradcam, gradcampp, scorecam
     per_class: int = 4  # panels per class (correct and misclassified cases)
     max_images: int = 400  # test images scored per model
-    batch_size: int = 16
-    sanity_check: bool = True
+    batch_size: int = 16  # images per CAM batch
+    sanity_check: bool = True  # compare with a randomised-weights twin (Adebayo et al. 2018)
     target_layer: str = ""  # dotted module name to explain; "" = deepest usable feature_info layer
     min_grid: int = 2  # skip layers whose map is smaller than this many cells a side (1x1 says nothing)
     pointing_tolerance: float = 0.067  # pointing-game hit radius around the mask, share of the image side (15 px of 224)
@@ -160,14 +160,14 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    title: str = "medauc report"
-    formats: list[str] = field(default_factory=lambda: ["html", "md", "json"])
+    title: str = "medauc report"  # report title
+    formats: list[str] = field(default_factory=lambda: ["html", "md", "json"])  # html, md, json
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "default"
-    seed: int = 0
+    name: str = "default"  # run name; default run folder runs/<name>-<time>
+    seed: int = 0  # one seed for data split, phantom, augmentation and bootstrap
     data: DataConfig = field(default_factory=DataConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

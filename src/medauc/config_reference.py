@@ -31,6 +31,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     out = []
     defaults = Config()
     hints = typing.get_type_hints(Config)
+    top = _comments(Config)
     for f in dataclasses.fields(Config):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
@@ -43,7 +44,7 @@ def rows() -> list[tuple[str, str, str, str]]:
                 out.append((f"{f.name}.{g.name}", config_module._type_name(sub_hints[g.name]),
                             repr(getattr(section, g.name)), comments.get(g.name, "")))
         else:
-            out.append((f.name, config_module._type_name(tp), repr(getattr(defaults, f.name)), ""))
+            out.append((f.name, config_module._type_name(tp), repr(getattr(defaults, f.name)), top.get(f.name, "")))
     return out
 
 
