@@ -47,7 +47,9 @@ def report_stage(cfg: Config, run_dir: Path, force: bool = False) -> dict[str, A
     run_dir = Path(run_dir)
     hashes = [file_sha256(run_dir / f) if (run_dir / f).exists() else None for f in INPUT_FILES]
     extra = sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("explain/*.png"))
-    key = config_hash(cfg.report, hashes, extra, sections.VERSION)
+    # The report's own code is an input too: a newer medauc rebuilds an old run's report.
+    code = [file_sha256(p) for p in sorted(Path(__file__).parent.glob("*.py"))]
+    key = config_hash(cfg.report, hashes, extra, code)
     if not check_stage(run_dir, "report", key, force=True):
         return {"skipped": True}
     doc, results = build_document(cfg, run_dir)

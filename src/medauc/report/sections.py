@@ -18,8 +18,6 @@ from medauc.report import figures
 from medauc.report.document import Document
 from medauc.runs import read_json
 
-VERSION = "1"  # bump when the report's layout changes, so cached reports are rebuilt
-
 
 @dataclass
 class Context:
@@ -73,7 +71,7 @@ def summary_section(ctx: Context) -> None:
     level = ctx.cfg.evaluate.level
     if ctx.cfg.data.source == "phantom":
         doc.p("These answers are about the built-in synthetic phantom with models trained from scratch at demo size: "
-              "they show the method, not facts about real MRI. Run `medauc run --config study --data PATH` for the real data.", "note")
+              "they show the method, not facts about real MRI. Run `medauc run --config study data.path=PATH` for the real data.", "note")
     answers: dict[str, str] = {}
     metrics = ctx.json("metrics.json")
     if metrics and metrics.get("question_1"):
@@ -84,9 +82,16 @@ def summary_section(ctx: Context) -> None:
     ca = checks.get("a_predicted_healthy")
     if ca:
         ci = ca.get("ci") or [None, None]
-        parts.append(f"a classifier trained on the original data calls {fmt(ca.get('share') * 100, 1)}% "
-                     f"[{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}] "
-                     "of the generated images healthy (the study reported 97.66%)")
+        text = (f"a classifier trained on the original data calls {fmt(ca.get('share') * 100, 1)}% "
+                f"[{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}] "
+                "of the generated images healthy")
+        if ca.get("study_share") is not None:
+            text += f" (the study reported {fmt(ca['study_share'] * 100, 2)}%)"
+        base = (ca.get("baseline") or {}).get("test_tumour_called_healthy")
+        if base is not None:
+            text += (f", while it calls {fmt(base * 100, 1)}% of the real tumour test images healthy too, "
+                     "so that share alone does not show the generated images are realistic")
+        parts.append(text)
     cd = checks.get("d_artefact_detectability")
     if cd and cd.get("auc") is not None:
         auc = cd["auc"]
@@ -98,9 +103,11 @@ def summary_section(ctx: Context) -> None:
     comp = (checks.get("e_shortcut_flip") or {}).get("comparison") or {}
     if comp.get("difference") is not None:
         ci = comp.get("ci") or [None, None]
-        parts.append(f"restoring tumour test images makes the augmented-data model call them healthy "
-                     f"{fmt(comp['difference'] * 100, 1)} percentage points more often than the balanced-data model "
-                     f"[{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}]")
+        d = comp["difference"] * 100
+        parts.append(f"after restoration, tumour test images are called healthy {fmt(abs(d), 1)} percentage points "
+                     f"{'more' if d >= 0 else 'less'} often by the augmented-data model than by the balanced-data model "
+                     f"(difference [{fmt(ci[0] * 100 if ci[0] is not None else None, 1)}, {fmt(ci[1] * 100 if ci[1] is not None else None, 1)}]; "
+                     "a positive difference means 'looks restored' has become 'healthy')")
     for t in strategies.get("paired_tests", []):
         if t.get("strategy") == "balanced" and t.get("metric") == "auc_macro":
             sig = _significant(t.get("p_holm"), level)
