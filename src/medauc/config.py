@@ -68,6 +68,7 @@ class PhantomConfig:
     counts: dict[str, int] = field(default_factory=dict)  # per-class counts; {} = Kaggle proportions scaled to n
     planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])  # slice orientations drawn
     subtle_fraction: float = 0.15  # share of tumours that are small and low-contrast
+    lesion_contrast: float = 1.0  # scales each tumour's intensity difference from white matter (1 = as drawn)
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
     anatomy: str = "auto"  # "auto" (Colin27 if installed, else MNI152), "colin27", "mni152"
     workers: int = 2  # processes used to generate
@@ -105,6 +106,7 @@ class TrainConfig:
     num_threads: int = 0  # 0 = all cores
     device: str = "auto"  # "auto", "cpu", "cuda"
     max_train_images: int = 0  # 0 = all; a cap for quick runs
+    zero_head: bool = False  # new classifier heads start at 0 (loss ln C); timm's EfficientNet head starts at ~4.5 for 4 classes
 
 
 @dataclass(frozen=True)

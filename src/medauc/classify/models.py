@@ -61,6 +61,22 @@ def resolve_weights(name: str, weights: str) -> Path | None:
     raise ModelError(f"model.weights={weights}: no such file or folder; give a weights file or a folder of <model name>.safetensors")
 
 
+def zero_init_head(model: nn.Module) -> None:
+    """Zero the last linear (or 1x1 conv) layer of every classifier head, so training starts from logits 0.
+
+    timm's own head init depends on the architecture: EfficientNet's scales with 1/sqrt(num_classes),
+    which for 4 classes gives logits of std ~4 at the first step (cross-entropy ~4.5 instead of
+    ln 4) and costs a from-scratch run its first epochs.
+    """
+    heads = model.get_classifier()
+    for head in heads if isinstance(heads, (tuple, list)) else (heads,):
+        layers = [m for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] if isinstance(head, nn.Module) else []
+        if layers:
+            nn.init.zeros_(layers[-1].weight)
+            if layers[-1].bias is not None:
+                nn.init.zeros_(layers[-1].bias)
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -69,6 +85,7 @@ def create_model(
     pretrained: bool = False,
     weights: str = "",
     drop_rate: float = 0.0,
+    zero_head: bool = False,
 ) -> nn.Module:
     """Any timm architecture for ``num_classes`` classes and ``in_chans`` input channels.
 
@@ -76,7 +93,8 @@ def create_model(
     for ``image_size`` (position embeddings resampled when weights are loaded). ``weights`` (a
     local file or folder, see :func:`resolve_weights`) wins over ``pretrained``; both load through
     timm, which adapts the stem to ``in_chans`` and replaces the head. Loads are safetensors or
-    ``torch.load(weights_only=True)``, never an unrestricted pickle.
+    ``torch.load(weights_only=True)``, never an unrestricted pickle. ``zero_head``: a head that does not
+    come from the weights starts at zero (:func:`zero_init_head`).
     """
     if in_chans not in (1, 3):
         raise ModelError(f"model.in_chans={in_chans}: use 1 (grey-level stem) or 3 (grey replicated for an RGB stem)")
@@ -91,7 +109,8 @@ def create_model(
         fix = f"the file must be a state dict of {name} (.safetensors, or a .pth readable with weights_only=True)"
         try:
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
-            loaded = set(timm.models.load_state_dict(str(file)))
+            file_state = timm.models.load_state_dict(str(file))
+            loaded = set(file_state)
         except _LOAD_ERRORS as exc:
             raise ModelError(f"model.weights: cannot load {file} into {name} ({type(exc).__name__}: {exc}); {fix}") from exc
         # timm loads non-strictly when it replaces the head: check that everything else came from the file.
@@ -103,12 +122,15 @@ def create_model(
                 f"model.weights: cannot load {file} into {name}: {len(missing)} tensors are missing "
                 f"(first: {', '.join(missing[:3])}); {fix}"
             )
+        head_keys = [k for k in model.state_dict() if k.startswith(tuple(h + "." for h in heads))]
+        if zero_head and not all(k in file_state and file_state[k].shape == model.state_dict()[k].shape for k in head_keys):
+            zero_init_head(model)  # timm dropped the file's head: it was made for another class count
         return model
     if pretrained:
         if not (pcfg.get("hf_hub_id") or pcfg.get("url")):
             raise ModelError(f"{name}: timm has no pretrained weights for it; set model.weights=PATH or model.pretrained=false")
         try:
-            return timm.create_model(name, pretrained=True, **kwargs)
+            model = timm.create_model(name, pretrained=True, **kwargs)
         except _LOAD_ERRORS as exc:
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
             raise ModelError(
@@ -116,7 +138,13 @@ def create_model(
                 f"Put them in a folder as {name}.safetensors (or .pth) and set model.weights=/path/to/folder, "
                 "or set model.pretrained=false to train from scratch"
             ) from exc
-    return timm.create_model(name, pretrained=False, **kwargs)
+        if zero_head and pcfg.get("num_classes") != num_classes:
+            zero_init_head(model)  # timm dropped the pretrained head: it was made for another class count
+        return model
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if zero_head:
+        zero_init_head(model)
+    return model
 
 
 def input_stats(model: nn.Module, in_chans: int) -> tuple[list[float], list[float]]:

@@ -195,7 +195,7 @@ class Trainer:
             model_name, len(classes), cfg.model.in_chans, cfg.data.image_size,
             # A finished or resumed model gets its weights from its own checkpoint, not from a download.
             pretrained=cfg.model.pretrained and init_weights, weights=cfg.model.weights if init_weights else "",
-            drop_rate=cfg.model.drop_rate,
+            drop_rate=cfg.model.drop_rate, zero_head=tc.zero_head,
         )
         mean, std = input_stats(self.net, cfg.model.in_chans)
         self.channels_last = tc.channels_last
@@ -391,6 +391,8 @@ def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
 def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
     """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
+    if not train["zero_head"]:
+        del train["zero_head"]  # its default keeps the keys of models trained before the field existed
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
     data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
     return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)

@@ -71,6 +71,8 @@ def _validate(pcfg: PhantomConfig) -> None:
         raise DataError(f"phantom.confound={pcfg.confound!r} is not one of '', 'aspect', 'intensity'")
     if not 0.0 <= pcfg.subtle_fraction <= 1.0:
         raise DataError(f"phantom.subtle_fraction={pcfg.subtle_fraction} must be within [0, 1]")
+    if not 0.0 < pcfg.lesion_contrast <= 4.0:
+        raise DataError(f"phantom.lesion_contrast={pcfg.lesion_contrast} must be within (0, 4]; 1 draws tumours as designed")
     if pcfg.workers < 1:
         raise DataError(f"phantom.workers={pcfg.workers} must be at least 1")
 
@@ -147,7 +149,7 @@ def render(anat: Anatomy, cls: str, pcfg: PhantomConfig, seed: int, index: int) 
         image = sample(anat.t1, looked_up) * np.clip(looked_up[2] / 25.0, 0.0, 1.0)
         mask = np.zeros((size, size), dtype=bool)
         if lesion is not None:
-            image, mask = draw_lesion(image, anat, geom, looked_up, lesion, rng)
+            image, mask = draw_lesion(image, anat, geom, looked_up, lesion, rng, pcfg.lesion_contrast)
             if mask.sum() < MIN_LESION_PX:
                 continue
         break
@@ -303,7 +305,8 @@ def write_montages(out: Path, rows: list[dict[str, Any]], per_row: int = 8, thum
 def phantom_key(cfg: Config, anatomy_path: str | os.PathLike[str] | None = None) -> str:
     """Hash of what the phantom depends on: phantom config (less ``workers``), seed, anatomy, version."""
     source, path = resolve_source(cfg.phantom.anatomy, anatomy_path)
-    section = {k: v for k, v in to_dict(cfg.phantom).items() if k != "workers"}
+    # lesion_contrast at its default leaves the hash as it was before the field existed: caches stay valid.
+    section = {k: v for k, v in to_dict(cfg.phantom).items() if k != "workers" and not (k == "lesion_contrast" and v == 1.0)}
     return config_hash(section, cfg.seed, source, str(path) if path else "", PHANTOM_VERSION)
 
 

@@ -150,12 +150,14 @@ def _irregular_radius(d: np.ndarray, r: np.ndarray, radius: float, rng: np.rando
 
 
 def draw_lesion(
-    image: np.ndarray, anat: Anatomy, geom: SliceGeometry, looked_up: np.ndarray, lesion: Lesion, rng: np.random.Generator
+    image: np.ndarray, anat: Anatomy, geom: SliceGeometry, looked_up: np.ndarray, lesion: Lesion, rng: np.random.Generator,
+    contrast_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint ``lesion`` into ``image`` (T1, white matter = 1.0) -> (image, mask bool), both (H, W).
 
     ``looked_up``: the mass-effect coordinates the anatomy was sampled at (for oedema, which
-    follows the displaced white matter).
+    follows the displaced white matter). ``contrast_scale`` multiplies the tumour's intensity
+    difference from white matter (1.0), leaving every random draw unchanged.
     """
     size = image.shape[0]
     d = geom.coords - lesion.centre[:, None, None].astype(np.float32)
@@ -212,6 +214,8 @@ def draw_lesion(
         floor = _sigmoid((d[2] + 0.75 * rad) / 0.7)  # the bony floor of the sella
         alpha = alpha * floor
         value = rng.uniform(0.85, 1.2) + 0.04 * texture
+    if contrast_scale != 1.0:
+        value = np.clip(1.0 + contrast_scale * (value - 1.0), 0.05, 2.0)
     a = alpha * contrast
     image = image * (1.0 - a) + value * a
     mask = alpha > 0.5
