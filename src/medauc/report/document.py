@@ -87,7 +87,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{border-bottom:3px solid #2b6cb0;padding-bottom:.3em}
 h2{margin-top:2em;border-bottom:1px solid #cbd5e0;padding-bottom:.2em}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
-th,td{border:1px solid #cbd5e0;padding:.3em .6em;text-align:right}
+th,td{border:1px solid #cbd5e0;padding:.3em .6em;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#edf2f7}
 td:first-child,th:first-child{text-align:left}
 caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
@@ -127,7 +128,7 @@ def to_html(doc: Document) -> str:
                 rows.append(f"<caption>{esc(b.caption)}</caption>")
             rows.append("<thead><tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in b.header) + "</tr></thead><tbody>")
             for r in b.rows:
-                rows.append("<tr>" + "".join(f"<td>{esc(_cell(c))}</td>" for c in r) + "</tr>")
+                rows.append("<tr>" + "".join(_td(c) for c in r) + "</tr>")
             rows.append("</tbody></table>")
             parts.append("".join(rows))
         elif isinstance(b, Figure):
@@ -141,6 +142,15 @@ def to_html(doc: Document) -> str:
             parts.append(f"<pre>{esc(b.text)}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+_NUMERIC = re.compile(r"^[-+−<>≥≤ ]*[\d.]+(e[-+]?\d+)?%?( ± [\d.]+| \[[-\d., ]+\])?( → [\d.]+)?$")
+
+
+def _td(value: Any) -> str:
+    text = _cell(value)
+    cls = ' class="num"' if isinstance(value, (int, float)) or _NUMERIC.match(text) else ""
+    return f"<td{cls}>{html.escape(text)}</td>"
 
 
 def _md_escape(text: str) -> str:
