@@ -162,14 +162,19 @@ def _build_colin27(path: Path) -> dict[str, np.ndarray]:
     mask = onto_head(datasets.load_mni152_brain_mask(resolution=1), "nearest") > 0.5
     wm = onto_head(datasets.load_mni152_wm_template(resolution=1), "linear")
     t1 /= float(np.median(t1[wm > 0.9]))
+    return _volumes(t1, mask, wm, head.affine)
+
+
+def _volumes(t1: np.ndarray, mask: np.ndarray, wm: np.ndarray, affine: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays an :class:`Anatomy` is made of, from a head T1, its brain mask and white-matter map."""
     brain, intracranial = _masks(mask)
     return {
         "t1": t1.astype(np.float16),
         "brain": _to_u8(brain),
         "wm": _to_u8(np.clip(wm, 0, 1) * mask),
         "intracranial": _to_u8(intracranial),
-        "sella": _mni_to_voxel(head.affine, SELLA_MNI),
-        "midline_i": np.float64(_mni_to_voxel(head.affine, (MIDLINE_X_MNI, 0.0, 0.0))[0]),
+        "sella": _mni_to_voxel(affine, SELLA_MNI),
+        "midline_i": np.float64(_mni_to_voxel(affine, (MIDLINE_X_MNI, 0.0, 0.0))[0]),
     }
 
 
@@ -196,15 +201,7 @@ def _build_mni152() -> dict[str, np.ndarray]:
         lo = hi
     cover = ndi.gaussian_filter(cover, 0.6)
     t1 = np.where(mask, t1, cover)
-    brain, intracranial = _masks(mask)
-    return {
-        "t1": t1.astype(np.float16),
-        "brain": _to_u8(brain),
-        "wm": _to_u8(np.clip(wm, 0, 1) * mask),
-        "intracranial": _to_u8(intracranial),
-        "sella": _mni_to_voxel(tpl.affine, SELLA_MNI),
-        "midline_i": np.float64(_mni_to_voxel(tpl.affine, (MIDLINE_X_MNI, 0.0, 0.0))[0]),
-    }
+    return _volumes(t1, mask, wm, tpl.affine)
 
 
 def _slice_stats(anat: Anatomy, axis: int) -> tuple[np.ndarray, np.ndarray]:
