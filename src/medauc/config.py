@@ -107,6 +107,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda"
     max_train_images: int = 0  # 0 = all; a cap for quick runs
     zero_head: bool = False  # new classifier heads start at 0 (loss ln C); timm's EfficientNet head starts at ~4.5 for 4 classes
+    affine: float = 0.0  # random rotation/scale/shift in training, strength 0..1 (1: +/-15 deg, +/-15%, +/-10%); 0 = off, as in the study
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,20 @@ def epoch_plan(
     return out
 
 
+def random_affine(x: torch.Tensor, u: torch.Tensor, strength: float) -> torch.Tensor:
+    """Rotate, scale and shift each image of ``x`` (N, C, S, S) by uniform draws ``u`` (N, 4) in [0, 1).
+
+    ``strength`` 1 = up to +/-15 degrees, +/-15% scale, +/-10% shift; pixels from outside repeat the border.
+    """
+    u = (u.to(x.device) * 2 - 1) * strength
+    angle = u[:, 0] * math.radians(15)
+    scale = 1 + 0.15 * u[:, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, 0.2 * u[:, 2]], 1), torch.stack([sin, cos, 0.2 * u[:, 3]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x.contiguous(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def rng_state(gen: torch.Generator) -> dict[str, Any]:
     """Every random state a resumed run needs, as tensors and plain values (``weights_only`` loadable)."""
     npst = np.random.get_state(legacy=False)
@@ -277,6 +291,12 @@ class Trainer:
             x = train.images[idx[local]]
             x = torch.where(flip[local, None, None], x.flip(-1), x)
             x = self.transform(x)
+            if tc.affine > 0:
+                # Drawn for the whole global batch from the trainer's generator (saved in last.pt),
+                # so resuming and every process count see the same augmentation.
+                x = random_affine(x, torch.rand(len(idx), 4, generator=self.gen)[local], tc.affine)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
             y_all = train.labels[idx]
             y = y_all[local].to(self.device, non_blocking=True)
             wait += time.perf_counter() - t0
@@ -391,8 +411,9 @@ def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
 def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
     """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
-    if not train["zero_head"]:
-        del train["zero_head"]  # its default keeps the keys of models trained before the field existed
+    for later in ("zero_head", "affine"):
+        if not train[later]:
+            del train[later]  # at its default, a field added later keeps the keys of models trained before it
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
     data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
     return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)
