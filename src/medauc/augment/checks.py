@@ -43,6 +43,7 @@ from scipy.stats import norm
 
 from medauc.augment.denoiser import psnr, resize_images, ssim
 from medauc.errors import EvaluationError
+from medauc.evaluate.bootstrap import percentile_interval
 
 
 def quantise(images: np.ndarray) -> np.ndarray:
@@ -422,8 +423,7 @@ def compare_flip(a: pd.DataFrame, b: pd.DataFrame, n_bootstrap: int, level: floa
         w = np.bincount(rng.integers(0, ns, ns), minlength=ns)[src].astype(float)
         if w.sum() > 0:
             reps.append(((da - db) * w).sum() / w.sum())
-    alpha = (1 - level) / 2
-    ci = [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))] if reps else [float("nan")] * 2
+    ci = list(percentile_interval(np.asarray(reps), level)) if reps else [float("nan")] * 2
     return {"healthy_share_restored_a": float(da.mean()) if len(m) else float("nan"),
             "healthy_share_restored_b": float(db.mean()) if len(m) else float("nan"),
             "difference": diff, "ci": ci, "level": level, "n": int(len(m))}

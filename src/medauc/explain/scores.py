@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medauc.evaluate.bootstrap import percentile_interval
+
 SCORES = ("pointing_game", "energy_share", "energy_ratio")
 TIE_TOLERANCE = 1e-6  # maps are in [0, 1]; values this close to the maximum count as maximal
 
@@ -96,9 +98,7 @@ def bootstrap_mean(values: np.ndarray, n_boot: int, level: float, rng: np.random
     if v.size == 0:
         return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
     idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    boots = v[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boots, [alpha, 1.0 - alpha])
+    lo, hi = percentile_interval(v[idx].mean(axis=1), level)
     return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(v.size)}
 
 
