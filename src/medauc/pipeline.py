@@ -9,6 +9,7 @@ training stage also resumes inside a model). Changing a setting in an existing r
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import shutil
 import time
@@ -40,6 +41,17 @@ def _phantom(cfg: Config, run_dir: Path, data: str | None, force: bool) -> Path 
     return folder
 
 
+# stage -> (module, function(cfg, run_dir, force=...)); prepare and the data step take more arguments.
+STAGE_FUNCTIONS = {
+    "augment": ("medauc.augment", "augment_stage"),
+    "train": ("medauc.classify.train", "train_stage"),
+    "strategies": ("medauc.augment", "strategies_stage"),
+    "evaluate": ("medauc.evaluate", "evaluate_stage"),
+    "explain": ("medauc.explain", "explain_stage"),
+    "report": ("medauc.report", "report_stage"),
+}
+
+
 def stages(cfg: Config, data: str | None) -> list[tuple[str, Callable[[Path, bool], Any]]]:
     """The pipeline as (name, function(run_dir, force)) in order; optional stages as the config says."""
     data_dir: dict[str, Path | None] = {}
@@ -53,44 +65,20 @@ def stages(cfg: Config, data: str | None) -> list[tuple[str, Callable[[Path, boo
 
         return str(prepare_stage(cfg, run_dir, data_dir.get("path"), force=force))
 
-    def augment(run_dir: Path, force: bool) -> Any:
-        from medauc.augment import augment_stage
+    def stage(name: str) -> Callable[[Path, bool], Any]:
+        module, function = STAGE_FUNCTIONS[name]
 
-        return augment_stage(cfg, run_dir, force=force)
+        def run(run_dir: Path, force: bool) -> Any:
+            # Imported when the stage runs: torch, timm and friends load only if needed.
+            return getattr(importlib.import_module(module), function)(cfg, run_dir, force=force)
 
-    def train(run_dir: Path, force: bool) -> Any:
-        from medauc.classify.train import train_stage
+        return run
 
-        return train_stage(cfg, run_dir, force=force)
-
-    def strategies(run_dir: Path, force: bool) -> Any:
-        from medauc.augment import strategies_stage
-
-        return strategies_stage(cfg, run_dir, force=force)
-
-    def evaluate(run_dir: Path, force: bool) -> Any:
-        from medauc.evaluate import evaluate_stage
-
-        return evaluate_stage(cfg, run_dir, force=force)
-
-    def explain(run_dir: Path, force: bool) -> Any:
-        from medauc.explain import explain_stage
-
-        return explain_stage(cfg, run_dir, force=force)
-
-    def report(run_dir: Path, force: bool) -> Any:
-        from medauc.report import report_stage
-
-        return report_stage(cfg, run_dir, force=force)
-
-    out: list[tuple[str, Callable[[Path, bool], Any]]] = [("data", phantom), ("prepare", prepare)]
-    if cfg.augment.enabled:
-        out.append(("augment", augment))
-    out.append(("train", train))
+    names = (["augment"] if cfg.augment.enabled else []) + ["train"]
     if cfg.augment.enabled and cfg.augment.strategies:
-        out.append(("strategies", strategies))
-    out += [("evaluate", evaluate), ("explain", explain), ("report", report)]
-    return out
+        names.append("strategies")
+    names += ["evaluate", "explain", "report"]
+    return [("data", phantom), ("prepare", prepare)] + [(n, stage(n)) for n in names]
 
 
 def run_pipeline(cfg: Config, run_dir: Path, data: str | None = None, force: bool = False) -> dict[str, float]:

@@ -194,11 +194,16 @@ def check_no_leak(manifest: pd.DataFrame) -> None:
             raise DataError(f"generated images come from {sid!r}, which is in split {split_of.get(sid)!r}, not train")
 
 
+def originals(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of real images (no ``source_image_id``), in manifest order."""
+    if "source_image_id" not in manifest.columns:
+        return manifest
+    return manifest[manifest["source_image_id"].fillna("").astype(str) == ""]
+
+
 def healthy_train(manifest: pd.DataFrame, negative_class: str) -> pd.DataFrame:
     """The original (not generated) negative-class training rows, in manifest order."""
-    orig = manifest
-    if "source_image_id" in manifest.columns:
-        orig = manifest[manifest["source_image_id"].fillna("").astype(str) == ""]
+    orig = originals(manifest)
     rows = orig[(orig["split"] == "train") & (orig["label"] == negative_class)]
     return rows.reset_index(drop=True)
 
@@ -248,9 +253,8 @@ def restore_test_set(
     Returns manifest-like rows (``split == "test"``) with provenance; images in ``out_dir``.
     Nothing here is ever trained on.
     """
-    rows = manifest[(manifest["split"] == "test") & (manifest["label"] != negative_class)].reset_index(drop=True)
-    if "source_image_id" in rows.columns:
-        rows = rows[rows["source_image_id"].fillna("").astype(str) == ""].reset_index(drop=True)
+    orig = originals(manifest)
+    rows = orig[(orig["split"] == "test") & (orig["label"] != negative_class)].reset_index(drop=True)
     images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test")
     plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
     restored, _ = generate(images, plan, restore_fn, seed, progress=progress, desc="restore tumour test")

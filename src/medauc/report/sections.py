@@ -51,6 +51,15 @@ def fmt_ci(est: Any, low: Any, high: Any, digits: int = 4) -> str:
     return f"{fmt(est, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def fmt_est(d: dict[str, Any] | None, digits: int = 4) -> str:
+    """An estimate with its CI from a file: ``{value, low, high}`` (evaluation) or ``{mean, ci_low, ci_high}`` (explain)."""
+    if not d:
+        return "n/a"
+    if "value" in d:
+        return fmt_ci(d.get("value"), d.get("low"), d.get("high"), digits)
+    return fmt_ci(d.get("mean"), d.get("ci_low"), d.get("ci_high"), digits)
+
+
 def fmt_p(p: Any) -> str:
     if p is None or (isinstance(p, float) and not np.isfinite(p)):
         return "n/a"
@@ -274,7 +283,7 @@ def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: s
             if n_seeds > 1 and key in summary:
                 row.append(f"{fmt(summary[key]['mean'])} ± {fmt(summary[key]['sd'])}")
             else:
-                row.append(fmt_ci(cell.get("value"), cell.get("low"), cell.get("high")))
+                row.append(fmt_est(cell))
             rec[key] = cell
         rows.append(row)
         out.append(rec)
@@ -319,8 +328,7 @@ def models_section(ctx: Context) -> None:
     rows = []
     for name, m in metrics["models"].items():
         _, s = _first_seed(m)
-        rows.append([name] + [fmt_ci(s["metrics"].get(f"auc_{c}", {}).get("value"), s["metrics"].get(f"auc_{c}", {}).get("low"),
-                                     s["metrics"].get(f"auc_{c}", {}).get("high")) for c in classes])
+        rows.append([name] + [fmt_est(s["metrics"].get(f"auc_{c}")) for c in classes])
     doc.table(["model"] + [f"AUC {c}" for c in classes], rows, "One-vs-rest AUC per class (first seed, 95% CI)")
 
     comp_path = ctx.path("comparisons.csv")
@@ -406,11 +414,8 @@ def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
     for name, m in metrics["models"].items():
         _, s = _first_seed(m)
         for entry in s.get("prevalence", []):
-            def c(k: str) -> str:
-                v = entry.get(k) or {}
-                return fmt_ci(v.get("value"), v.get("low"), v.get("high"), 4) if v else "n/a"
             label = f"{entry['prevalence']:.4g}" + (" (test set)" if entry.get("source") not in (None, "evaluate.prevalences") else "")
-            rows.append([name, label, c("ppv"), c("npv"), c("op_ppv"), c("op_npv"), c("auprc")])
+            rows.append([name, label] + [fmt_est(entry.get(k)) for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
             out.append({"model": name, **entry})
     doc.table(["model", "prevalence", "PPV", "NPV", "PPV at op. point", "NPV at op. point", "AUPRC"], rows,
               "Positive and negative predictive value at realistic prevalences (95% CI)")
@@ -556,14 +561,10 @@ def explain_section(ctx: Context) -> None:
     for model, m in ex.get("models", {}).items():
         for method, mm in m.get("methods", {}).items():
             tr = (mm.get("trained") or {}).get("all", {})
-            tw = ((mm.get("random_twin") or {}) or {}).get("all", {})
+            tw = (mm.get("random_twin") or {}).get("all", {})
             sanity = mm.get("sanity") or {}
-
-            def c(d: dict[str, Any], k: str) -> str:
-                v = d.get(k) or {}
-                return fmt_ci(v.get("mean"), v.get("ci_low"), v.get("ci_high"), 3) if v else "n/a"
-            rows.append([model, method, c(tr, "pointing_game"), c(tw, "pointing_game"), c(tr, "energy_ratio"),
-                         c(tw, "energy_ratio"), sanity.get("verdict", "n/a")])
+            rows.append([model, method] + [fmt_est(d.get(k), 3) for k in ("pointing_game",) for d in (tr, tw)]
+                        + [fmt_est(d.get(k), 3) for k in ("energy_ratio",) for d in (tr, tw)] + [sanity.get("verdict", "n/a")])
             out.append({"model": model, "method": method, "trained": tr, "random_twin": tw, "verdict": sanity.get("verdict")})
     doc.table(["model", "method", "pointing game", "… random twin", "energy ratio", "… random twin", "verdict"], rows,
               "Localisation against lesion masks, pooled over tumour classes (mean, 95% bootstrap CI)")
@@ -572,8 +573,7 @@ def explain_section(ctx: Context) -> None:
         for method, mm in m.get("methods", {}).items():
             for cls, sc in ((mm.get("trained") or {}).get("by_class") or {}).items():
                 pg, er = sc.get("pointing_game") or {}, sc.get("energy_ratio") or {}
-                by_class_rows.append([model, method, cls, fmt_ci(pg.get("mean"), pg.get("ci_low"), pg.get("ci_high"), 3),
-                                      fmt_ci(er.get("mean"), er.get("ci_low"), er.get("ci_high"), 3), pg.get("n")])
+                by_class_rows.append([model, method, cls, fmt_est(pg, 3), fmt_est(er, 3), pg.get("n")])
     if by_class_rows:
         doc.table(["model", "method", "class", "pointing game", "energy ratio", "n"], by_class_rows, "Localisation per tumour class")
     defs = ex.get("definitions") or {}
