@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch.distributed as dist
 
+from medauc.classify import distributed as ddp
 from medauc.classify.train import train_stage
 from medauc.config import load_config
 from test_classify_models import make_dataset
@@ -30,9 +32,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, port: int, out: str, manifest: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _rank(rank: int, port: int, out: str, manifest: str, world: int = 2) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
+        if world == 1:
+            os.environ["MEDAUC_DDP_SINGLE"] = "1"
+            d = ddp.setup("cpu")  # train_stage then finds the group started
+            assert d.enabled and dist.is_initialized() and dist.get_world_size() == 1, "no process group"
         train_stage(load_config("smoke", OVERRIDES), out, manifest)
     except BaseException as exc:  # report any failure through the exit code, then leave at once
         print(f"rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -61,11 +67,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, manifest
 
 
-def test_two_ranks_gloo_match_one_process(data: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("world", [2, 1])
+def test_ranks_in_a_process_group_match_one_process(data: tuple[Path, Path], world: int) -> None:
+    """2 ranks; and 1 rank in a process group (MEDAUC_DDP_SINGLE=1), the path a one-GPU machine checks NCCL with."""
     root, manifest = data
     port = _free_port()
+    out = root / f"ddp{world}"
     ctx = mp.get_context("fork")  # the children reuse this process's imports (seconds, not a minute)
-    procs = [ctx.Process(target=_rank, args=(r, port, str(root / "ddp"), str(manifest))) for r in range(2)]
+    procs = [ctx.Process(target=_rank, args=(r, port, str(out), str(manifest), world)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -74,9 +83,9 @@ def test_two_ranks_gloo_match_one_process(data: tuple[Path, Path]) -> None:
         if p.is_alive():  # a hung rank must not outlive the test
             p.kill()
             p.join()
-    assert [p.exitcode for p in procs] == [0, 0]
-    check_same(root / "ddp", root / "one", manifest)
-    assert not list((root / "ddp").rglob("*.tmp"))
+    assert [p.exitcode for p in procs] == [0] * world
+    check_same(out, root / "one", manifest)
+    assert not list(out.rglob("*.tmp"))
 
 
 @pytest.mark.slow

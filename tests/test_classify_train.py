@@ -182,3 +182,45 @@ def test_affine_augmentation_is_seeded_and_resumable(manifest: Path, tmp_path: P
     read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
     assert read(a).equals(read(b))  # same seed, interrupted or not: the same bits
     assert not read(a).equals(read(plain))  # and the augmentation does change training
+
+
+def test_mixed_precision_loss_scaling_and_resume(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA AMP path (autocast + GradScaler, scaler state in last.pt) run on CPU, where torch supports it too."""
+    from medauc.errors import ModelError
+
+    assert tr.mixed_precision(torch.device("cpu"), cfg().train)[1] is None  # CPU training stays float32
+    with pytest.raises(ModelError, match="train.amp_dtype='fp8'"):
+        tr.train_stage(cfg("train.amp_dtype=fp8"), tmp_path / "bad", manifest)
+    autocast, scaler = tr.amp_context("cpu", "bf16")
+    assert scaler is None
+    with autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: tr.amp_context("cpu", "fp16"))
+    two = ["train.epochs=2"]
+    a = tr.train_stage(cfg(*two), tmp_path / "a", manifest)[0]
+    original = tr.Trainer.train_epoch
+    saved = {}
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.epoch == 1:
+            saved.update(torch.load(self.last_path, weights_only=True))
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_stage(cfg(*two), tmp_path / "b", manifest)
+    assert saved["scaler"]["scale"] > 0 and "_growth_tracker" in saved["scaler"]  # the loss scale is checkpointed
+    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
+    b = tr.train_stage(cfg(*two), tmp_path / "b", manifest)[0]
+    read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
+    assert read(a).equals(read(b))  # interrupted or not: the same bits, loss scale included
+    assert np.allclose(read(a).filter(like="prob_").sum(axis=1), 1.0)
+    assert load_trained(a["model_dir"])[1]["precision"] == "float16"
+
+    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: (tr.nullcontext, None))
+    fp32 = tr.train_stage(cfg(*two), tmp_path / "c", manifest)[0]
+    assert load_trained(fp32["model_dir"])[1]["precision"] == "float32"
+    assert not read(a).equals(read(fp32))  # half precision does change the arithmetic

@@ -101,7 +101,8 @@ class TrainConfig:
     hflip: bool = True  # random horizontal flip (brain MRI is roughly left-right symmetric)
     imbalance: str = "none"  # "none", "weighted_loss", "balanced_sampler"
     seeds: list[int] = field(default_factory=lambda: [0])  # each model is trained once per seed
-    amp: bool = True  # bf16/fp16 autocast on CUDA only
+    amp: bool = True  # mixed-precision autocast on CUDA (CPU training stays float32)
+    amp_dtype: str = "auto"  # "auto" (bf16 where the GPU supports it, else fp16 with loss scaling), "bf16", "fp16"
     channels_last: bool = True  # channels-last memory format (faster for CNNs on CPU and GPU)
     num_threads: int = 0  # 0 = all cores
     device: str = "auto"  # "auto", "cpu", "cuda"

@@ -25,6 +25,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    group: bool = False  # in a process group (always when world > 1; with one process only on request)
 
     @property
     def is_main(self) -> bool:
@@ -32,7 +33,7 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.group
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -48,17 +49,26 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+SINGLE_PROCESS_GROUP = "MEDAUC_DDP_SINGLE"
+
+
 def setup(device_choice: str = "auto") -> Dist:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else a single process."""
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else a single process.
+
+    With ``MEDAUC_DDP_SINGLE=1``, ``torchrun --nproc_per_node=1`` also starts a process group and
+    wraps the model in DistributedDataParallel: the whole multi-process path (NCCL on a GPU) on a
+    machine with one GPU, where two ranks cannot share the device.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_choice, local_rank)
-    if world > 1 and not dist.is_initialized():
+    group = world > 1 or ("WORLD_SIZE" in os.environ and os.environ.get(SINGLE_PROCESS_GROUP) == "1")
+    if group and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank, device)
+    return Dist(rank, world, local_rank, device, group)
 
 
 def barrier(d: Dist) -> None:
