@@ -28,9 +28,9 @@ STAGES: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "runs/<config>-<timestamp>") -> None:
     parser.add_argument("--config", default="demo", help="config name in configs/ (demo, smoke, study) or a YAML path [demo]")
-    parser.add_argument("--out", default=None, help="run folder [runs/<config>-<timestamp>]")
+    parser.add_argument("--out", default=None, help=f"run folder [{out_default}]")
     parser.add_argument("--force", action="store_true", help="recompute stages already finished with other inputs in --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.image_size=96")
 
@@ -59,7 +59,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             continue
         module.add_arguments(p)
         if common:
-            add_common_arguments(p)
+            # `run` continues in one folder per config; a single stage starts a new one unless told
+            add_common_arguments(p, "runs/<config>" if name == "run" else "runs/<config>-<timestamp>")
         p.set_defaults(_main=module.main)
     return parser
 
