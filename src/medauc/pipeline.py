@@ -23,7 +23,7 @@ from medauc.runs import open_run, read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def _phantom(cfg: Config, run_dir: Path, data: str | None, force: bool) -> Path | None:
+def _phantom(cfg: Config, run_dir: Path, data: str | None) -> Path | None:
     """The data folder: --data, cfg.data.path, or the built-in phantom (cached across runs)."""
     if data:
         return Path(data)
@@ -57,7 +57,7 @@ def stages(cfg: Config, data: str | None) -> list[tuple[str, Callable[[Path, boo
     data_dir: dict[str, Path | None] = {}
 
     def phantom(run_dir: Path, force: bool) -> Any:
-        data_dir["path"] = _phantom(cfg, run_dir, data, force)
+        data_dir["path"] = _phantom(cfg, run_dir, data)  # keyed by the config: --force would remake the same images
         return str(data_dir["path"])
 
     def prepare(run_dir: Path, force: bool) -> Any:
