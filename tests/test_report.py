@@ -107,3 +107,27 @@ def test_report_loads_in_chromium_without_console_errors(tmp_path):
     assert check.console == []
     assert check.dom_chars > 1000
     assert len(check.images) >= 4 and all(w > 100 and h > 100 for w, h in check.images)
+
+
+def test_models_that_did_not_learn_are_named(tmp_path):
+    from medauc.evaluate import evaluate_stage
+    from medauc.evaluate.synthetic import simulate_run
+    from medauc.report.sections import not_learnt
+
+    _, run = _fake_run(tmp_path)
+    cfg = load_config("smoke", ["model.names=[good,flat]", "evaluate.n_bootstrap=200"])
+    run = open_run(run, cfg, force=True)
+    simulate_run(run, {"good": 2.4, "flat": 0.0})
+    evaluate_stage(cfg, run)
+    report_stage(cfg, run)
+    html = (run / "report.html").read_text()
+    assert "Model flat (seed 0) has not learnt" in html and "reaches 0.5, chance" in html
+    assert "good (seed 0) has not learnt" not in html
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    good = metrics["models"]["good"]["seeds"]["0"]
+    assert not_learnt({"models": {"good": metrics["models"]["good"]}}) == []
+    n = good["n_per_class"]
+    good["confusion_matrix"]["counts"] = [[n[c], 0, 0, 0] for c in good["confusion_matrix"]["classes"]]  # all 'healthy'
+    notes = not_learnt({"models": {"good": metrics["models"]["good"]}}, label="strategy")
+    assert notes == [f"strategy good (seed 0) has not learnt to tell the classes apart: it predicts healthy for {good['n']} of {good['n']} test images."]

@@ -269,6 +269,31 @@ def _first_seed(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return key, seeds[key]
 
 
+ONE_CLASS_SHARE = 0.95  # arg-max predictions in one class at or above this share: the model has collapsed
+
+
+def not_learnt(metrics: dict[str, Any], label: str = "model") -> list[str]:
+    """Sentences naming the models (first seed) that did not learn: arg-max predictions (almost) all in one
+    class, or a macro-AUC interval that reaches 0.5 (chance). Read from the confusion matrix and the CIs."""
+    notes = []
+    for name, m in metrics["models"].items():
+        seed, s = _first_seed(m)
+        why = []
+        cm = s.get("confusion_matrix") or {}
+        counts = np.asarray(cm.get("counts") or [[0]], dtype=float)
+        predicted = counts.sum(axis=0)
+        if predicted.sum() > 0 and predicted.max() / predicted.sum() >= ONE_CLASS_SHARE:
+            top = int(predicted.argmax())
+            why.append(f"it predicts {cm['classes'][top]} for {int(predicted[top])} of {int(predicted.sum())} test images")
+        auc = s["metrics"].get("auc_macro") or {}
+        low, high = auc.get("low"), auc.get("high")
+        if low is not None and high is not None and np.isfinite(low) and low <= 0.5:
+            why.append(f"its macro AUC interval [{fmt(low)}, {fmt(high)}] reaches 0.5, chance")
+        if why:
+            notes.append(f"{label} {name} (seed {seed}) has not learnt to tell the classes apart: {'; '.join(why)}.")
+    return notes
+
+
 def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: str = "model") -> list[dict[str, Any]]:
     """One row per model: each headline metric with its 95% CI (first seed) or mean ± sd (several seeds)."""
     rows, out = [], []
@@ -291,6 +316,8 @@ def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: s
     how = (f"mean ± sd over {max(seeds)} seeds" if max(seeds) > 1
            else f"test set, with {int(metrics['level'] * 100)}% stratified bootstrap CIs ({metrics['n_bootstrap']} resamples)")
     doc.table([label] + [h for _, h in HEADLINE], rows, f"{caption} ({how})")
+    for note in not_learnt(metrics, label):
+        doc.p(note[0].upper() + note[1:] + " Its other numbers describe a constant or random guess, not a classifier.", "warning")
     return out
 
 
