@@ -72,14 +72,16 @@ def test_document_renders_tables_and_figures_in_both_formats():
     assert "| x | 0.1235 |" in md and "![a curve](report_files/c.png)" in md
 
 
-def _evaluated_run(tmp_path):
+def _evaluated_run(tmp_path, skills=None, n_bootstrap=100):
+    """A run folder with simulated predictions of models {name: skill}, evaluated."""
     from medauc.evaluate import evaluate_stage
     from medauc.evaluate.synthetic import simulate_run
 
+    skills = skills or {"a": 2.0, "b": 2.4}
     cfg, run = _fake_run(tmp_path)
-    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=100"])
+    cfg = load_config("smoke", [f"model.names=[{','.join(skills)}]", f"evaluate.n_bootstrap={n_bootstrap}"])
     run = open_run(run, cfg, force=True)
-    simulate_run(run, {"a": 2.0, "b": 2.4})
+    simulate_run(run, skills)
     evaluate_stage(cfg, run)
     return cfg, run
 
@@ -110,15 +112,9 @@ def test_report_loads_in_chromium_without_console_errors(tmp_path):
 
 
 def test_models_that_did_not_learn_are_named(tmp_path):
-    from medauc.evaluate import evaluate_stage
-    from medauc.evaluate.synthetic import simulate_run
     from medauc.report.sections import not_learnt
 
-    _, run = _fake_run(tmp_path)
-    cfg = load_config("smoke", ["model.names=[good,flat]", "evaluate.n_bootstrap=200"])
-    run = open_run(run, cfg, force=True)
-    simulate_run(run, {"good": 2.4, "flat": 0.0})
-    evaluate_stage(cfg, run)
+    cfg, run = _evaluated_run(tmp_path, {"good": 2.4, "flat": 0.0}, n_bootstrap=200)
     report_stage(cfg, run)
     html = (run / "report.html").read_text()
     assert "Model flat (seed 0) has not learnt" in html and "reaches 0.5, chance" in html
