@@ -36,6 +36,13 @@ class Context:
     def missing(self, what: str, command: str) -> None:
         self.doc.p(f"No {what} in this run folder: run `{command}` to produce it.", "note")
 
+    def required(self, name: str, what: str, command: str) -> Any | None:
+        """``json(name)``, or None after a note saying which command produces it."""
+        data = self.json(name)
+        if not data:
+            self.missing(what, command)
+        return data
+
 
 def fmt(x: Any, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
@@ -338,9 +345,8 @@ def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str
 def models_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Table 1: the classifiers")
-    metrics = ctx.json("metrics.json")
+    metrics = ctx.required("metrics.json", "metrics", "medauc evaluate")
     if not metrics:
-        ctx.missing("metrics", "medauc evaluate")
         return
     aug = ctx.cfg.augment.enabled
     trained_on = "the augmented, imbalanced training set (restoration-based augmentation of the healthy class)" if aug else "the original training set"
@@ -491,9 +497,8 @@ def _examples_figure(ctx: Context) -> None:
 def augmentation_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Restoration-based augmentation")
-    checks = ctx.json("augment_checks.json")
+    checks = ctx.required("augment_checks.json", "augmentation checks", "medauc augment --strategies")
     if not checks:
-        ctx.missing("augmentation checks", "medauc augment --strategies")
         return
     a = ctx.cfg.augment
     doc.p(f"A U-Net denoiser was trained on healthy training images with Gaussian noise at σ ∈ {list(a.sigmas)} "
@@ -545,9 +550,8 @@ def augmentation_section(ctx: Context) -> None:
 def strategies_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Table 2: imbalance strategies")
-    table = ctx.json("strategies.json")
+    table = ctx.required("strategies.json", "strategy comparison", "medauc augment --strategies")
     if not table:
-        ctx.missing("strategy comparison", "medauc augment --strategies")
         return
     ev = table.get("evaluation")
     doc.p(f"The same model ({table.get('model')}), split, test set and seeds under each way of handling the healthy-class imbalance: "
@@ -576,9 +580,8 @@ def strategies_section(ctx: Context) -> None:
 def explain_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Explanations: Grad-CAM and lesion localisation")
-    ex = ctx.json("explain.json")
+    ex = ctx.required("explain.json", "explanations", "medauc explain")
     if not ex:
-        ctx.missing("explanations", "medauc explain")
         return
     doc.p(f"Class-activation maps for the true class on {ex.get('n_images')} test images "
           f"({ex.get('n_with_mask')} with a lesion mask; {ex.get('sample', '')}). Each model is compared with its "
