@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medauc.classify.distributed import resolve_device
 from medauc.config import AugmentConfig, to_dict
 from medauc.errors import ModelError
 from medauc.runs import atomic_path, read_json, write_json
@@ -131,12 +132,6 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, win_size: int = 
 # ----------------------------------------------------------------------------- training
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def train_denoiser(
     train_images: np.ndarray,
     acfg: AugmentConfig,
@@ -162,7 +157,7 @@ def train_denoiser(
             f"augment.image_size={size} is not divisible by 2**{len(acfg.channels) - 1} "
             f"(the U-Net has {len(acfg.channels)} levels); use e.g. {2 ** (len(acfg.channels) - 1) * 8}"
         )
-    dev = _device(device)
+    dev = resolve_device(device)
     torch.manual_seed(seed)  # the U-Net's initial weights
     model = Denoiser(acfg.channels).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=acfg.lr)

@@ -61,6 +61,7 @@ from torch import nn
 from tqdm import tqdm
 
 from medauc import runs
+from medauc.classify.distributed import resolve_device
 from medauc.config import Config, config_hash
 from medauc.errors import DataError, ModelError
 from medauc.explain import scores as sc
@@ -439,12 +440,6 @@ def _load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[n
     return images, labels_all[idx], masks, ids
 
 
-def _device(cfg: Config) -> torch.device:
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.train.device)
-
-
 def _entry(name: str, model_dir: Path, cfg: Config, device: torch.device) -> ExplainModel:
     from medauc.classify.models import create_model, load_trained, prepare_batch
 
@@ -496,7 +491,7 @@ def explain_stage(cfg: Config, run_dir: str | Path, force: bool = False) -> dict
         return runs.read_json(run_dir / "explain.json")
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
-    device = _device(cfg)
+    device = resolve_device(cfg.train.device)
     entries = [_entry(name, d, cfg, device) for name, d in model_dirs]
     images, labels, masks, ids = _load_sample(cfg, run_dir, entries[0].classes)
     result = explain_models(entries, images, labels, masks, ids, cfg, run_dir)
