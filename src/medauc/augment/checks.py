@@ -312,9 +312,7 @@ def artefact_detectability(
     for b in range(n_bootstrap):
         counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         reps[b] = _auc(y, score, counts[group])
-    reps = reps[np.isfinite(reps)]
-    alpha = (1 - level) / 2
-    ci = [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))] if reps.size else [float("nan")] * 2
+    ci = list(percentile_interval(reps, level))  # undefined replicates left out; none left -> nan
 
     per_sigma = []
     if sigmas is not None:
