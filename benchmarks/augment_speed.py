@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         core = t["denoiser_train_seconds"] + t["generate_seconds"]
         core_cpu = t["denoiser_train_cpu_seconds"] + t["generate_cpu_seconds"]
         print(f"training + generation {core:.1f} s wall, {core_cpu:.1f} s CPU (goal: <= 120 s wall)  {'OK' if core <= 120 else 'OVER'}")
-        print(f"restore tumour test {t['restore_test_seconds']:6.1f} s wall; checks b-d {t['checks_seconds']:.1f} s wall")
+        print(f"restore tumour test {t['restore_test_seconds']:6.1f} s wall; validation + baselines {t.get('validation_seconds', float('nan')):.1f} s; checks b-d {t['checks_seconds']:.1f} s wall")
         print(f"whole stage        {wall:7.1f} s wall, {cpu:.1f} s CPU (this process, all threads)")
         for row in result["b_restoration_quality"]["validation"]:
-            print(f"  sigma {row['sigma']:.1f}: PSNR {row['psnr_noisy']:.1f} -> {row['psnr_restored']:.1f} dB, "
+            base = f" (best blur {row['psnr_blur']:.1f}, NLM {row['psnr_nlm']:.1f})" if "psnr_nlm" in row else ""
+            print(f"  sigma {row['sigma']:.1f}: PSNR {row['psnr_noisy']:.1f} -> {row['psnr_restored']:.1f} dB{base}, "
                   f"SSIM {row['ssim_noisy']:.3f} -> {row['ssim_restored']:.3f}")
         d = result["d_artefact_detectability"]
         print(f"  artefact AUC {d['auc']:.3f}; near-copies {result['c_memorisation']['near_copy_share']:.1%}")

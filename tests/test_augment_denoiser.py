@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from medauc.augment.denoiser import (
-    Denoiser, add_noise, load_denoiser, psnr, quality_per_sigma, restore, save_denoiser, ssim, train_denoiser,
+    Denoiser, add_noise, gaussian_blur, load_denoiser, model_restore_fn, nlm_denoise, psnr, quality_per_sigma, restore,
+    save_denoiser, ssim, train_denoiser,
 )
+from medauc.augment.generate import generate
 from medauc.config import AugmentConfig
 from medauc.errors import ModelError
 from test_augment_fixtures import synthetic_images
@@ -38,22 +40,28 @@ def test_add_noise_is_seeded_clipped_and_per_sample():
 
 def test_untrained_denoiser_starts_as_identity():
     x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
-    np.testing.assert_allclose(restore(Denoiser([4, 8]), x), x, atol=1e-6)
+    for kind in ({}, {"noise_scaled_output": True}, {"noise_level_input": False}):
+        np.testing.assert_allclose(restore(Denoiser([4, 8], **kind), x, [0.1, 0.3]), x, atol=1e-6)
+    with pytest.raises(ModelError, match="noise_level_input"):
+        Denoiser([4, 8], noise_level_input=False, noise_scaled_output=True)
 
 
 def test_training_reduces_noise_and_checkpoint_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     train = synthetic_images(32, 32, rng)
     val = synthetic_images(8, 32, rng)
-    acfg = AugmentConfig(image_size=32, channels=[8, 16], epochs=8, batch_size=8, lr=3e-3, sigmas=[0.2])
+    acfg = AugmentConfig(image_size=32, channels=[8, 16], epochs=8, batch_size=8, lr=1e-2, sigmas=[0.2], num_res_units=1)
     model, history = train_denoiser(train, acfg, seed=0, device="cpu", progress=False)
     assert len(history) == 8 and history[-1]["loss"] < history[0]["loss"]
-    q = quality_per_sigma(val, lambda z: restore(model, z), [0.2], seed=0)[0]
+    q = quality_per_sigma(val, model_restore_fn(model), [0.2], seed=0)[0]
     assert q["psnr_restored"] > q["psnr_noisy"] + 1.0  # the denoiser removes noise
     save_denoiser(model, acfg, tmp_path, seed=0)
     again, meta = load_denoiser(tmp_path)
-    np.testing.assert_array_equal(restore(again, val), restore(model, val))
-    assert meta["augment"]["channels"] == [8, 16] and meta["seed"] == 0
+    noisy = add_noise(val, 0.2, torch.Generator().manual_seed(0))
+    sig = np.linspace(0.0, 0.5, len(val))
+    np.testing.assert_array_equal(restore(again, noisy, sig), restore(model, noisy, sig))
+    assert again.noise_level_input and again.noise_scaled_output
+    assert meta["augment"]["channels"] == [8, 16] and meta["augment"]["num_res_units"] == 1 and meta["seed"] == 0
 
 
 def test_training_is_deterministic_and_validates_config():
@@ -70,3 +78,63 @@ def test_training_is_deterministic_and_validates_config():
         train_denoiser(train[:, :30, :30], AugmentConfig(image_size=30, channels=[4, 8, 16]), seed=0, progress=False)
     with pytest.raises(ModelError, match="no denoiser"):
         load_denoiser("/nonexistent-folder")
+
+
+def _old_blind_settings(acfg: AugmentConfig) -> AugmentConfig:
+    """The denoiser before issue 12: blind, trained on the listed sigmas only, constant learning rate, plain loss."""
+    from dataclasses import replace
+
+    return replace(acfg, noise_level_input=False, noise_scaled_output=False, train_noise="listed", lr_schedule="constant",
+                   loss_on_noise=False)
+
+
+def _restores_and_keeps_clean(acfg: AugmentConfig) -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    train, val = synthetic_images(48, 32, rng), synthetic_images(12, 32, rng)
+    model, _ = train_denoiser(train, acfg, seed=0, device="cpu", progress=False)
+    clean_row, noisy_row = quality_per_sigma(val, model_restore_fn(model), [0.0, 0.1], seed=1, baselines=True)
+    return clean_row, noisy_row
+
+
+# The bars of issue 12 in miniature. With _old_blind_settings(ACFG) this test fails (measured:
+# sigma 0 at ~26 dB, the blind U-Net smooths the clean image; sigma 0.1 below the best blur).
+ACFG = AugmentConfig(image_size=32, channels=[8, 16], epochs=12, batch_size=8, lr=3e-3, sigmas=[0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_denoiser_beats_best_blur_and_keeps_a_clean_image():
+    clean_row, noisy_row = _restores_and_keeps_clean(ACFG)
+    assert clean_row["psnr_restored"] >= 35.0, clean_row  # a clean input comes back (nearly) unchanged
+    assert noisy_row["psnr_restored"] > noisy_row["psnr_blur"], noisy_row  # better than the oracle blur
+    assert noisy_row["psnr_restored"] > noisy_row["psnr_noisy"] + 2.0
+
+
+def test_baselines_on_the_same_noisy_images():
+    rng = np.random.default_rng(0)
+    clean = synthetic_images(4, 32, rng)
+    identity = lambda noisy, sigmas: noisy  # noqa: E731
+    rows = quality_per_sigma(clean, identity, [0.0, 0.2], seed=0, baselines=True, blur_widths=(0.5, 1.0, 2.0))
+    assert rows[0]["psnr_noisy"] == rows[0]["psnr_restored"] == 100.0  # sigma 0: capped, identical
+    assert rows[1]["blur_sigma"] in (0.5, 1.0, 2.0)
+    assert rows[1]["psnr_blur"] > rows[1]["psnr_noisy"] and rows[1]["psnr_nlm"] > rows[1]["psnr_noisy"]
+    x = np.zeros((1, 9, 9), dtype=np.float32)
+    x[0, 4, 4] = 1.0
+    b = gaussian_blur(x, 1.0)
+    assert abs(b.sum() - 1.0) < 1e-5 and b[0, 4, 4] == b.max()  # normalised, centred
+    np.testing.assert_array_equal(gaussian_blur(x, 0.0), x)
+    assert nlm_denoise(clean).shape == clean.shape
+
+
+def test_generation_passes_each_images_sigma():
+    sources = np.full((3, 8, 8), 0.5, dtype=np.float32)
+    plan = [(0, 0.1, 0), (1, 0.3, 0), (2, 0.5, 0), (0, 0.3, 0), (1, 0.0, 0)]
+    seen = []
+
+    def report_sigma(noisy: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+        seen.extend(np.asarray(sigmas).tolist())
+        return np.broadcast_to(np.asarray(sigmas, dtype=np.float32)[:, None, None], noisy.shape).copy()
+
+    restored, noisy = generate(sources, plan, report_sigma, seed=0, batch_size=2, progress=False)
+    expected = [p[1] for p in plan]
+    np.testing.assert_allclose(seen, expected, atol=1e-7)
+    np.testing.assert_allclose(restored[:, 0, 0], expected, atol=1e-7)  # each image restored with its own sigma
+    np.testing.assert_array_equal(noisy[4], sources[1])  # sigma 0: no noise added

@@ -107,7 +107,13 @@ def test_checks_file_and_denoiser_written(augmented_run):
     for key in ("b_restoration_quality", "c_memorisation", "d_artefact_detectability"):
         assert on_disk[key] is not None
     assert on_disk["a_predicted_healthy"] is None and on_disk["e_shortcut_flip"] is None  # need --strategies
-    assert [r["sigma"] for r in on_disk["b_restoration_quality"]["validation"]] == cfg.augment.sigmas
+    validation = on_disk["b_restoration_quality"]["validation"]
+    assert [r["sigma"] for r in validation] == [0.0] + cfg.augment.sigmas  # sigma 0: a clean input
+    for r in validation:
+        assert {"psnr_restored", "psnr_blur", "blur_sigma", "psnr_nlm", "ssim_blur", "ssim_nlm"} <= set(r)
+    with np.load(run_dir / "augment" / "restoration_examples.npz") as ex:
+        assert ex["unet"].shape == ex["blur"].shape == ex["nlm"].shape == ex["noisy"].shape
+        assert ex["noisy"].shape[1:] == ex["clean"].shape and len(ex["sigmas"]) == ex["noisy"].shape[0]
     assert 0 <= on_disk["c_memorisation"]["near_copy_share"] <= 1
     assert 0 <= on_disk["d_artefact_detectability"]["auc"] <= 1
     assert (run_dir / "augment" / "denoiser.safetensors").is_file()

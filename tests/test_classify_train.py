@@ -224,3 +224,54 @@ def test_mixed_precision_loss_scaling_and_resume(manifest: Path, tmp_path: Path,
     fp32 = tr.train_stage(cfg(*two), tmp_path / "c", manifest)[0]
     assert load_trained(fp32["model_dir"])[1]["precision"] == "float32"
     assert not read(a).equals(read(fp32))  # half precision does change the arithmetic
+
+
+def test_one_cycle_rate_equals_torch_one_cycle_lr() -> None:
+    """The step-number formula gives torch's OneCycleLR values (cosine both ways, its default factors)."""
+    for total, warmup in ((40, 0.25), (7, 0.3), (100, 0.1)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=total, pct_start=warmup, cycle_momentum=False)
+        expected = []
+        for _ in range(total):
+            expected.append(opt.param_groups[0]["lr"])
+            opt.step()
+            ref.step()
+        got = [tr.one_cycle_lr(k, total, 0.01, warmup) for k in range(total)]
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert max(got) == pytest.approx(0.01, rel=1e-3) and got[-1] < 1e-6
+
+
+def test_adamw_one_cycle_label_smoothing_change_training_and_resume_bit_for_bit(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = ["train.optimizer=adamw", "train.schedule=onecycle", "train.label_smoothing=0.1", "train.weight_decay=0.05", "train.epochs=2"]
+    a = tr.train_stage(cfg(*recipe), tmp_path / "a", manifest)[0]
+    lrs = history(tmp_path / "a")["lr"].tolist()
+    assert lrs[0] == pytest.approx(0.001 / 25)  # the cycle starts low, not at train.lr
+    original = tr.Trainer.train_epoch
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_stage(cfg(*recipe), tmp_path / "b", manifest)
+    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
+    b = tr.train_stage(cfg(*recipe), tmp_path / "b", manifest)[0]
+    read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
+    assert read(a).equals(read(b))  # the rate comes from the step number: a resumed run continues the same cycle
+    for i, part in enumerate(recipe[:3]):  # each part of the recipe changes the result on its own
+        single = tr.train_stage(cfg(part, "train.epochs=2"), tmp_path / f"c{i}", manifest)[0]
+        assert not read(single).equals(read(a)), part
+
+
+def test_recipe_values_are_checked() -> None:
+    from medauc.errors import ModelError
+
+    for bad, words in (("train.optimizer=sgd", "adamw"), ("train.schedule=cosine", "onecycle"),
+                       ("train.warmup=1.5", "0 < warmup < 1"), ("train.label_smoothing=1.0", "label_smoothing")):
+        with pytest.raises(ModelError, match=words):
+            tr.Trainer(cfg(bad), "test_resnet", 0, ["a", "b"], Path("unused"), "k")

@@ -127,3 +127,21 @@ def test_models_that_did_not_learn_are_named(tmp_path):
     good["confusion_matrix"]["counts"] = [[n[c], 0, 0, 0] for c in good["confusion_matrix"]["classes"]]  # all 'healthy'
     notes = not_learnt({"models": {"good": metrics["models"]["good"]}}, label="strategy")
     assert notes == [f"strategy good (seed 0) has not learnt to tell the classes apart: it predicts healthy for {good['n']} of {good['n']} test images."]
+
+
+def test_augmentation_section_shows_baselines_beside_the_unet(tmp_path):
+    cfg, run = _fake_run(tmp_path)
+    rows = [{"sigma": s, "n": 3, "psnr_noisy": 100.0 if s == 0 else 20.0, "psnr_restored": 28.5, "ssim_noisy": 0.5,
+             "ssim_restored": 0.9, "psnr_blur": 26.25, "ssim_blur": 0.8, "blur_sigma": 0.75, "psnr_nlm": 27.125,
+             "ssim_nlm": 0.85} for s in (0.0, 0.1, 0.3)]
+    write_json(run / "augment_checks.json", {"counts": {}, "b_restoration_quality": {"validation": rows, "generated": []}})
+    rng = np.random.default_rng(0)
+    img = lambda *shape: rng.random(shape).astype(np.float32)  # noqa: E731
+    (run / "augment").mkdir()
+    np.savez(run / "augment" / "restoration_examples.npz", clean=img(2, 16, 16), sigmas=np.array([0.1, 0.3], np.float32),
+             blur_sigma=np.array([0.75, 1.5], np.float32), noisy=img(2, 2, 16, 16), unet=img(2, 2, 16, 16),
+             blur=img(2, 2, 16, 16), nlm=img(2, 2, 16, 16))
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    assert "PSNR best blur (width)" in md and "26.25 (0.75 px)" in md and "27.12" in md  # baselines from the checks file
+    assert "augment_baselines.png" in md and "0.75 px at σ=0.1" in md

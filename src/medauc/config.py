@@ -91,8 +91,8 @@ class TrainConfig:
 
     epochs: int = 10  # at most this many epochs
     batch_size: int = 32  # images per step (total over all processes under torchrun)
-    lr: float = 1e-4  # Adam learning rate
-    weight_decay: float = 1e-4  # Adam weight decay
+    lr: float = 1e-4  # learning rate (the peak under schedule onecycle)
+    weight_decay: float = 1e-4  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)
     eps: float = 1e-8  # Adam epsilon
     plateau_factor: float = 0.1  # ReduceLROnPlateau factor on the monitored loss
     plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
@@ -109,6 +109,10 @@ class TrainConfig:
     max_train_images: int = 0  # 0 = all; a cap for quick runs
     zero_head: bool = False  # new classifier heads start at 0 (loss ln C); timm's EfficientNet head starts at ~4.5 for 4 classes
     affine: float = 0.0  # random rotation/scale/shift in training, strength 0..1 (1: +/-15 deg, +/-15%, +/-10%); 0 = off, as in the study
+    optimizer: str = "adam"  # "adam" (the study's: L2 penalty in the gradient) or "adamw" (decoupled weight decay)
+    schedule: str = "plateau"  # "plateau" (the study's ReduceLROnPlateau on the monitored loss) or "onecycle" (per step: warm-up, then cosine decay)
+    warmup: float = 0.25  # schedule 'onecycle': share of all steps spent rising to train.lr
+    label_smoothing: float = 0.0  # training loss only (the monitored loss stays plain cross-entropy); 0 = off, as in the study
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,13 @@ class AugmentConfig:
     batch_size: int = 16  # denoiser batch size
     lr: float = 1e-3  # denoiser Adam learning rate
     loss: str = "l1"  # "l1" or "mse"
+    loss_on_noise: bool = True  # divide each image's loss by its sigma (squared for mse): low noise levels weigh as much as high
+    noise_level_input: bool = True  # give the U-Net each image's sigma as a second input channel (FFDNet); false = blind
+    noise_scaled_output: bool = True  # U-Net estimates unit noise, restored = noisy - sigma * estimate: a clean input passes unchanged
+    train_noise: str = "uniform"  # training sigma: "uniform" on [0, max(sigmas)] (clean included) or "listed" (only the sigmas)
+    lr_schedule: str = "cosine"  # denoiser learning rate: "cosine" (decays to 0 over training) or "constant"
+    num_res_units: int = 0  # residual units per U-Net level (MONAI UNet)
+    patch_size: int = 0  # train the denoiser on random crops of this many px (0 = whole images)
     strategies: list[str] = field(  # imbalance strategies compared in Table 2
         default_factory=lambda: ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
     )

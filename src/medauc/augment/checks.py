@@ -10,9 +10,13 @@ Schema of ``augment_checks.json`` (every share is in [0, 1]; every interval is `
   the baseline (the same model on original test images) says how much of ``share`` is just the
   model's leaning towards "healthy".
 - ``b_restoration_quality``: PSNR (dB) and SSIM against the clean image, per sigma.
-  ``{validation: [{sigma, n, psnr_noisy, psnr_restored, ssim_noisy, ssim_restored}]`` (held-out
-  healthy validation images), ``generated: [{sigma, n, psnr, ssim}]`` (each generated image
-  against its own training source)}.
+  ``{validation: [{sigma, n, psnr_noisy, psnr_restored, ssim_noisy, ssim_restored, psnr_blur,
+  ssim_blur, blur_sigma, psnr_nlm, ssim_nlm}]`` (held-out healthy validation images; the first row
+  is sigma 0, a clean input, whose noisy PSNR is capped at 100 dB; every method sees the same noisy
+  images: ``restored`` = the U-Net, ``blur`` = the best Gaussian blur per sigma, of widths
+  ``blur_sigma`` in {0.5, 0.75, 1, 1.5, 2, 3} px, chosen on these images (an oracle), ``nlm`` =
+  scikit-image non-local means with an estimated sigma), ``generated: [{sigma, n, psnr, ssim}]``
+  (each generated image against its own training source)}.
 - ``c_memorisation``: ``{threshold, n, ssim_to_source {mean, min, max}, ssim_to_nearest_other
   {mean, ...}, near_copy_share, closer_to_other_share, sibling_ssim_mean, baseline_nearest_ssim_mean,
   per_sigma: [...]}``. "Nearest other" is the most correlated ORIGINAL training image (any class)

@@ -84,7 +84,7 @@ def generate(
     """Noise and restore: sources (N, S, S) in [0, 1] -> (restored (M, S, S), noisy (M, S, S)), M = len(plan).
 
     The noise comes from one generator seeded with ``seed`` and consumed in plan order, so the same
-    seed and plan give the same images.
+    seed and plan give the same images. ``restore_fn`` gets each noisy copy's own sigma from the plan.
     """
     gen = torch.Generator().manual_seed(seed)
     m = len(plan)
@@ -96,7 +96,7 @@ def generate(
         sl = slice(start, start + batch_size)
         noisy = add_noise(sources[idx[sl]], sig[sl], gen)
         noisy_all[sl] = noisy
-        restored[sl] = restore_fn(noisy)
+        restored[sl] = restore_fn(noisy, sig[sl])
     return restored, noisy_all
 
 

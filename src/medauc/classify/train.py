@@ -42,6 +42,8 @@ HISTORY_COLUMNS = [
     "data_wait_fraction", "monitored_split", "test_leak",
 ]
 IMBALANCE = ("none", "weighted_loss", "balanced_sampler")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("plateau", "onecycle")
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -61,6 +63,22 @@ def macro_auc(y: np.ndarray, prob: np.ndarray) -> float:
     if prob.shape[1] == 2:
         return float(roc_auc_score(y, prob[:, 1]))
     return float(roc_auc_score(y, prob, multi_class="ovr", average="macro", labels=list(range(prob.shape[1]))))
+
+
+def one_cycle_lr(step: int, total: int, max_lr: float, warmup: float, div: float = 25.0, final_div: float = 1e4) -> float:
+    """Learning rate at ``step`` (0-based) of ``total`` under the one-cycle policy (Smith & Topin 2019).
+
+    Cosine rise from ``max_lr / div`` to ``max_lr`` over the first ``warmup`` share of the steps, then
+    cosine decay to ``max_lr / div / final_div``: the values of ``torch.optim.lr_scheduler.OneCycleLR``
+    (its defaults), computed from the step number alone so that a resumed run needs no scheduler state.
+    """
+    start, end = max_lr / div, max_lr / div / final_div
+    up = float(warmup * total) - 1
+    if step <= up:
+        pct, lo, hi = step / up if up > 0 else 1.0, start, max_lr
+    else:
+        pct, lo, hi = (step - up) / (total - 1 - up), max_lr, end
+    return hi + (lo - hi) * (math.cos(math.pi * min(max(pct, 0.0), 1.0)) + 1) / 2
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -224,6 +242,14 @@ class Trainer:
             raise ModelError(f"train.imbalance={tc.imbalance!r}: use one of {', '.join(IMBALANCE)}")
         if tc.monitor not in ("val", "test"):
             raise ModelError(f"train.monitor={tc.monitor!r}: use val (default) or test (the study's leaky protocol)")
+        if tc.optimizer not in OPTIMIZERS:
+            raise ModelError(f"train.optimizer={tc.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if tc.schedule not in SCHEDULES:
+            raise ModelError(f"train.schedule={tc.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if not 0.0 < tc.warmup < 1.0:
+            raise ModelError(f"train.warmup={tc.warmup}: the share of steps spent warming up, 0 < warmup < 1 (e.g. 0.25)")
+        if not 0.0 <= tc.label_smoothing < 1.0:
+            raise ModelError(f"train.label_smoothing={tc.label_smoothing}: use 0 <= label_smoothing < 1 (e.g. 0.1; 0 = off)")
         runs.seed_everything(seed)
         self.net = create_model(
             model_name, len(classes), cfg.model.in_chans, cfg.data.image_size,
@@ -249,7 +275,8 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, eps=tc.eps)
+        optimizer = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        self.opt = optimizer(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, eps=tc.eps)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
         )
@@ -314,6 +341,7 @@ class Trainer:
         # On a GPU the uint8 cache (N x S x S, 250 MB for the study's 5,000 images at 224 px) lives on
         # the device, so a step needs no host-to-device copy; on CPU .to() is a no-op.
         images = self._device_images(train)
+        one_cycle = tc.schedule == "onecycle"
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no sync per step
         total_n, wait = 0, 0.0
@@ -335,7 +363,7 @@ class Trainer:
             wait += time.perf_counter() - t0
             with self.autocast():
                 logits = self.model(x)
-            per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+            per_sample = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=tc.label_smoothing)
             # Sum over this rank's images / size of the global batch (x world: DDP averages the
             # gradients), so every process count gives the gradient of the global-batch mean.
             if weights is None:
@@ -344,6 +372,8 @@ class Trainer:
                 w = weights.to(self.device)
                 loss = (per_sample * w[y]).sum() * d.world / weights[y_all].sum().to(self.device)
             self.opt.zero_grad(set_to_none=True)
+            if one_cycle:
+                self._set_lr(self.epoch * len(plan) + step, tc.epochs * len(plan))
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.opt)
@@ -362,6 +392,13 @@ class Trainer:
             torch.distributed.all_reduce(t)
             total_loss, total_n = t[0], int(t[1])
         return float(total_loss) / max(total_n, 1), seconds, wait / max(seconds, 1e-9)
+
+    def _set_lr(self, step: int, total: int) -> float:
+        """Put the one-cycle learning rate of ``step`` (0-based, of ``total``) in every parameter group."""
+        lr = one_cycle_lr(step, total, self.cfg.train.lr, self.cfg.train.warmup)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _device_images(self, s: ImageSet) -> torch.Tensor:
         """``s.images`` on the training device, copied once per image set (a no-op on CPU)."""
@@ -388,7 +425,8 @@ class Trainer:
         )
         with bar:
             while self.epoch < tc.epochs and not self.stopped:
-                lr = self.opt.param_groups[0]["lr"]
+                # Under onecycle the rate changes every step; the history records the epoch's first.
+                lr = self._set_lr(self.epoch * steps, tc.epochs * steps) if tc.schedule == "onecycle" else self.opt.param_groups[0]["lr"]
                 train_loss, seconds, wait = self.train_epoch(train, weights, bar)
                 t0 = time.perf_counter()
                 ddp.sync_buffers(self.net, d)
@@ -406,7 +444,8 @@ class Trainer:
                         self._save_best()
                 else:
                     self.bad_epochs += 1
-                self.sched.step(m["loss"])
+                if tc.schedule == "plateau":
+                    self.sched.step(m["loss"])
                 self.stopped = self.bad_epochs >= tc.early_stopping_patience
                 bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{m['loss']:.4f}", val_auc=f"{m['macro_auc']:.4f}")
                 if d.is_main:
@@ -453,7 +492,11 @@ def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
 def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
     """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
-    for later, default in (("zero_head", False), ("affine", 0.0), ("amp_dtype", "auto")):
+    later_fields = (
+        ("zero_head", False), ("affine", 0.0), ("amp_dtype", "auto"), ("optimizer", "adam"), ("schedule", "plateau"),
+        ("warmup", 0.25), ("label_smoothing", 0.0),
+    )
+    for later, default in later_fields:
         if train[later] == default:
             del train[later]  # at its default, a field added later keeps the keys of models trained before it
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}

@@ -1,0 +1,116 @@
+"""The demo's numbers as one table: seconds per stage, each model's test metrics, the denoiser against its baselines.
+
+    make demo                                         # or: .venv/bin/medauc run --config demo
+    .venv/bin/python benchmarks/demo_results.py       # reads runs/demo, writes benchmarks/results/demo.md
+
+``--run DIR`` reads another run folder, ``--out FILE`` writes elsewhere (``-`` prints). Everything
+comes from the run's own files (``timings.json``, ``metrics.json``, ``augment_checks.json``,
+``strategies.json``, ``environment.json``), so the table can be remade without training anything.
+The README's demo section cites the file this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BARS = "issue 12: ResNet/DenseNet macro AUC >= 0.85 (CI low >= 0.75); EfficientNet/transformer >= 0.75 (CI low >= 0.65); no class > 80%"
+
+
+def _read(run: Path, name: str) -> Any | None:
+    path = run / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _est(cell: dict[str, Any] | None, digits: int = 3) -> str:
+    if not cell:
+        return "-"
+    return f"{cell['value']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
+
+
+def stage_rows(timings: dict[str, Any]) -> list[str]:
+    last = timings.get("last_run", {})
+    rows = [f"| {k} | {v:.1f} |" for k, v in last.items() if k != "total"]
+    if "total" in last:
+        rows.append(f"| **total** | **{last['total']:.1f}** |")
+    return ["| stage | seconds |", "|---|---|", *rows]
+
+
+def model_rows(metrics: dict[str, Any]) -> list[str]:
+    out = ["| model | seed | accuracy | macro AUC [95% CI] | screening AUC [95% CI] | largest predicted class share |",
+           "|---|---|---|---|---|---|"]
+    for model, node in metrics.get("models", {}).items():
+        for seed, s in node.get("seeds", {}).items():
+            m = s["metrics"]
+            counts = s.get("confusion_matrix", {}).get("counts") or [[0]]
+            col = [sum(r[j] for r in counts) for j in range(len(counts[0]))]
+            share = max(col) / max(sum(col), 1)
+            out.append(f"| {model} | {seed} | {_est(m.get('accuracy'))} | {_est(m.get('auc_macro'))} | "
+                       f"{_est(m.get('screening_auc'))} | {share:.2f} |")
+    return out
+
+
+def denoiser_rows(checks: dict[str, Any]) -> list[str]:
+    out = ["| sigma | noisy | U-Net | best Gaussian blur (width px) | non-local means |", "|---|---|---|---|---|"]
+    for r in (checks.get("b_restoration_quality") or {}).get("validation", []):
+        blur = f"{r['psnr_blur']:.2f} ({r['blur_sigma']:g})" if "psnr_blur" in r else "-"
+        nlm = f"{r['psnr_nlm']:.2f}" if "psnr_nlm" in r else "-"
+        out.append(f"| {r['sigma']:g} | {r['psnr_noisy']:.2f} | {r['psnr_restored']:.2f} | {blur} | {nlm} |")
+    return out
+
+
+def strategy_rows(strategies: dict[str, Any]) -> list[str]:
+    out = ["| strategy | n train (healthy) | accuracy | macro AUC | screening AUC |", "|---|---|---|---|---|"]
+    for r in strategies.get("rows", []):
+        out.append(f"| {r['strategy']} | {r['n_train']} ({r['n_train_healthy']}) | {r.get('accuracy', float('nan')):.3f} | "
+                   f"{r.get('auc_macro', float('nan')):.3f} | {r.get('screening_auc', float('nan')):.3f} |")
+    return out
+
+
+def table(run: Path) -> str:
+    lines = [f"# Demo results ({run})", ""]
+    env = _read(run, "environment.json") or {}
+    if env:
+        lines += [f"Commit {env.get('git_commit', '?')}, "
+                  f"torch {env.get('packages', {}).get('torch', '?')}, {env.get('device', '?')}, "
+                  f"{env.get('cpu_count', env.get('cpus', '?'))} CPUs.", ""]
+    timings = _read(run, "timings.json")
+    if timings:
+        lines += ["## Seconds per stage (`medauc run --config demo`)", "", *stage_rows(timings), ""]
+    metrics = _read(run, "metrics.json")
+    if metrics:
+        lines += ["## Table 1: test metrics, trained on the augmented set", "", f"Bars ({BARS}).", "", *model_rows(metrics), ""]
+    checks = _read(run, "augment_checks.json")
+    if checks:
+        lines += ["## Denoiser: mean PSNR (dB) on held-out healthy images, same noisy inputs", "", *denoiser_rows(checks), ""]
+    strategies = _read(run, "strategies.json")
+    if strategies:
+        lines += [f"## Table 2: imbalance strategies ({strategies.get('model')})", "", *strategy_rows(strategies), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/demo", help="run folder [runs/demo]")
+    parser.add_argument("--out", default="benchmarks/results/demo.md", help="Markdown file to write, or - to print")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "timings.json").is_file() and not (run / "metrics.json").is_file():
+        print(f"{run} holds no finished run (no timings.json or metrics.json); run `make demo` first", file=sys.stderr)
+        return 2
+    text = table(run)
+    if args.out == "-":
+        print(text)
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
