@@ -163,3 +163,10 @@ def test_command_options_and_disabled_stage(tmp_path, capsys):
     assert command.main(args) == 0
     assert "augment.enabled is false" in capsys.readouterr().out
     assert not (tmp_path / "r" / "augment").exists()
+
+
+def test_small_healthy_class_is_refused_before_any_work(tmp_path):
+    make_run(tmp_path, {"healthy": (6, 2, 2), "glioma": (6, 2, 2)})
+    with pytest.raises(DataError, match=r"class 'healthy' .* has 6 training image\(s\).*at least 10.*augment.enabled=false"):
+        augment_stage(tiny_config(), tmp_path)
+    assert not (tmp_path / "augment").exists()  # nothing trained, nothing generated

@@ -27,7 +27,13 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cfg(*extra: str):
-    return load_config("smoke", [*OVERRIDES, *extra])
+    # Overrides applied with replace(), which checks types but not ranges: the trainer's own (late)
+    # checks are tested here; load_config refuses such values up front (tests/test_validate.py).
+    from medauc.config import parse_override, replace
+
+    changes = {".".join(keys): value for keys, value in map(parse_override, extra)}
+    base = load_config("smoke", list(OVERRIDES))
+    return replace(base, **changes) if changes else base
 
 
 def history(run: Path, model: str = "test_resnet", seed: int = 0) -> pd.DataFrame:

@@ -20,7 +20,7 @@ def test_overrides_are_typed():
 
 
 def test_int_is_accepted_as_float_but_not_the_reverse():
-    assert load_config("demo", ["data.test_fraction=1"]).data.test_fraction == 1.0
+    assert load_config("demo", ["train.lr=1"]).train.lr == 1.0
     with pytest.raises(ConfigError, match=r"data.image_size: expected int, got 96.5"):
         load_config("demo", ["data.image_size=96.5"])
 
@@ -82,3 +82,13 @@ def test_config_hash_depends_on_content_only():
     c = load_config("smoke", ["data.image_size=40"])
     assert config_hash(a.data, a.seed) != config_hash(c.data, c.seed)
     assert config_hash(a.train) == config_hash(c.train)
+
+
+def test_top_level_configs_is_the_package_folder():
+    from pathlib import Path
+
+    from medauc.config import CONFIG_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "configs" / "demo.yaml").is_file()  # the path the README gives
+    assert (root / "configs").resolve() == CONFIG_DIR

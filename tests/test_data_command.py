@@ -98,11 +98,17 @@ def test_prepare_stage_given_split_and_errors(tmp_path):
                 p = tmp_path / "masoud" / split / c / f"{split[:2]}-{i}.jpg"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(smooth(1000 * ci + 10 * i + len(split))).save(p, quality=95)
+    copy = tmp_path / "masoud" / "Training" / "glioma" / "copy-of-Te-0.jpg"  # a Training copy of a Testing image
+    copy.write_bytes((tmp_path / "masoud" / "Testing" / "glioma" / "Te-0.jpg").read_bytes())
     cfg = load_config("smoke", ["data.split=given", "data.classes=[healthy, glioma]", "data.workers=1",
                                 "data.shortcut_audit=false"])
     run = open_run(tmp_path / "run", cfg)
     df = read_manifest(prepare_stage(cfg, run, data_dir=tmp_path / "masoud"))
-    assert (df["split"] == "test").sum() == 6 and (df["split"] == "val").sum() == 2
+    assert (df["split"] == "test").sum() == 6 and (df["split"] == "val").sum() == 2  # the copy is not moved
+    audit = json.loads((run / "data_audit.json").read_text())
+    (group,) = audit["given_split_duplicates"]
+    assert len(group) == 2 and any("copy-of-Te-0" in i for i in group)
+    assert any("given test set" in w for w in audit["warnings"])
     assert all("/Testing/" in p for p in df.loc[df["split"] == "test", "path"])
     assert set(df["label"]) == {"healthy", "glioma"}
 

@@ -74,7 +74,8 @@ def test_given_split_keeps_test_and_carves_val_from_train():
     groups[1] = groups[0]  # a training copy of a test image
     res = split_indices(labels, groups, keys, seed=0, val_fraction=0.2, given=given)
     assert np.all(res.split[given == "test"] == "test")
-    assert res.split[1] == "test" and res.moved == 1
+    assert res.split[1] == "train" and res.moved == 0  # reported, not moved: the given test set stays as given
+    assert res.cross_split == ((0, 1),)
     assert {c: int(np.sum((labels == c) & (res.split == "val"))) for c in ("healthy", "glioma")} == {"healthy": 4, "glioma": 4}
 
 
@@ -84,3 +85,21 @@ def test_too_few_images_and_bad_fractions_are_errors():
         split_indices(labels, np.arange(12), keys, seed=0)
     with pytest.raises(DataError, match="test_fraction"):
         split_indices(labels, np.arange(12), keys, seed=0, test_fraction=1.0)
+
+
+def test_given_split_keeps_test_exactly_and_gives_every_class_val_images():
+    # The reported case: Training copies of Testing images were moved into Testing, and a class
+    # whose training images all sat in duplicate groups was left without a validation image.
+    labels, keys = _labels({"healthy": 20, "glioma": 20, "pituitary": 10})
+    given = np.array(["test" if i % 5 == 0 else "train" for i in range(50)])
+    groups = np.arange(50)
+    groups[[1, 2, 21]] = groups[[0, 0, 20]]  # training copies of test images
+    groups[[41, 42, 43, 46, 47, 48]] = groups[[40, 40, 40, 45, 45, 45]]  # pituitary: 6 of 8 training images
+    groups[49] = groups[44]  # ... and the other 2 are a duplicate pair
+    res = split_indices(labels, groups, keys, seed=0, val_fraction=0.1, given=given)
+    assert np.array_equal(res.split == "test", given == "test")  # exactly as given: 10 test images
+    assert res.moved == 0 and sorted(len(g) for g in res.cross_split) == [2, 3, 4, 4]
+    for c in ("healthy", "glioma", "pituitary"):
+        assert ((labels == c) & (res.split == "val")).sum() >= 1, c
+        assert ((labels == c) & (res.split == "train")).sum() >= 1, c
+    assert set(res.split[[44, 49]]) == {"val"}  # the pair goes to val whole; copies of test images stay in train

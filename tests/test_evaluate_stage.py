@@ -192,7 +192,71 @@ def test_class_absent_from_test_set_gives_null_not_a_crash(tmp_path):
     assert np.isnan(m["auc_meningioma"]["value"]) and np.isnan(m["auc_macro"]["value"])
     assert np.isfinite(m["auc_glioma"]["value"]) and np.isfinite(m["screening_auc"]["value"])
     row = next(r for r in result["comparisons"] if r["metric"] == "auc_meningioma")
-    assert np.isnan(row["p_value"]) and row["significant"] is False
+    assert np.isnan(row["p_value"]) and row["significant"] is None  # no verdict: not assessable
+    assert row["note"] == "not assessable: the metric is undefined for these data"
     run_dir = runs.open_run(tmp_path, cfg)
     runs.write_json(run_dir / "m.json", result)  # nan is written as null
     assert json.loads((run_dir / "m.json").read_text())["models"]["a"]["seeds"]["0"]["metrics"]["auc_macro"]["value"] is None
+
+
+def _one_image_files(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.2,0.8\n")
+    b.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.6,0.4\n")
+    return a, b
+
+
+def test_compare_on_one_image_gives_no_verdict(tmp_path, capsys):
+    a, b = _one_image_files(tmp_path)
+    with pytest.warns(UserWarning):
+        result = compare_files([a, b], n_bootstrap=100)
+    assert result["comparisons"] and all(r["significant"] is None for r in result["comparisons"])
+    acc = next(r for r in result["comparisons"] if r["metric"] == "accuracy")
+    assert acc["note"] == "not assessable: too few test images: test set has 1 (fewer than 5)"
+    assert np.isnan(acc["p_holm"])  # left out of Holm
+    with pytest.warns(UserWarning):
+        assert cli.main(["compare", str(a), str(b), "--n-bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "paired_bootstrap" in line or "delong" in line]
+    assert rows and all(line.rstrip().endswith("not assessable") for line in rows)
+    assert "24 of 24 comparisons are not assessable" in out and "test set has 1 (fewer than 5)" in out
+    assert "macro AUC is undefined for these data" in out
+
+
+def test_class_predicted_once_reports_undefined_share_warns_and_refuses_the_test(tmp_path):
+    from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
+    from medauc.evaluate.delong import UndefinedMetricWarning
+    from medauc.evaluate.synthetic import CLASSES, simulate_probs, write_predictions
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    ids = [f"img{i:03d}" for i in range(y.size)]
+    pa, pb = simulate_probs(y, 4, 2.0, rng), simulate_probs(y, 4, 2.0, rng)
+    pb[:, 1] = 0.0  # b never predicts glioma ...
+    pb[30, 1] = 10.0  # ... but for one glioma image (y[30] = glioma)
+    pb /= pb.sum(axis=1, keepdims=True)
+    files = {"a": {0: write_predictions(tmp_path / "a.csv", ids, y, pa, CLASSES)},
+             "b": {0: write_predictions(tmp_path / "b.csv", ids, y, pb, CLASSES)}}
+    with pytest.warns(UndefinedMetricWarning, match=r"b\.csv: bootstrap intervals left out .*ppv_glioma 3\d%"):
+        result = evaluate_predictions(files, load_config("smoke", ["evaluate.n_bootstrap=400"]))
+    cell = result["models"]["b"]["seeds"]["0"]["metrics"]["ppv_glioma"]
+    assert cell["value"] == cell["low"] == cell["high"] == 1.0
+    assert cell["undefined_share"] == pytest.approx((29 / 30) ** 30, abs=0.06)  # the image left out of a resample
+    assert result["models"]["a"]["seeds"]["0"]["metrics"]["accuracy"]["undefined_share"] == 0.0
+    assert result["models"]["a"]["seeds"]["0"]["metrics"]["ppv_glioma"]["undefined_share"] <= UNDEFINED_SHARE_WARN
+    row = next(r for r in result["comparisons"] if r["metric"] == "ppv_glioma")
+    assert row["significant"] is None and row["note"].startswith("not assessable: the difference is undefined in 3")
+    assert next(r for r in result["comparisons"] if r["metric"] == "accuracy")["significant"] in (True, False)
+
+
+def test_tiny_class_makes_only_its_comparisons_not_assessable(tmp_path):
+    from medauc.evaluate.compare import MIN_CASES
+
+    files = simulate_run(tmp_path, {"a": 2.5, "b": 0.5}, n_per_class=(40, 40, 40, MIN_CASES - 1), n_val_per_class=None)
+    result = evaluate_predictions(files, load_config("smoke", ["evaluate.n_bootstrap=200"]))
+    rows = {r["metric"]: r for r in result["comparisons"]}
+    for m in ("auc_pituitary", "sensitivity_pituitary", "ppv_pituitary", "auc_macro", "balanced_accuracy"):
+        assert rows[m]["significant"] is None and f"pituitary has {MIN_CASES - 1}" in rows[m]["note"], m
+    for m in ("accuracy", "auc_glioma", "screening_auc"):
+        assert rows[m]["note"] == "" and rows[m]["significant"] is True, m  # a far better model: significant
+    assert rows["sensitivity_glioma"]["note"] == "" and rows["sensitivity_glioma"]["significant"] in (True, False)

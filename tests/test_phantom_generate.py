@@ -142,3 +142,73 @@ def test_ensure_phantom_caches_and_never_leaves_half_a_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
     other = ensure_phantom(replace(cfg, seed=1), cache_root=tmp_path)
     assert other != first and other.name.startswith("phantom-")
+
+
+_GENERATE = """
+import sys
+from medauc.config import PhantomConfig, load_config, replace
+from medauc.data.phantom import ensure_phantom
+cfg = replace(load_config("smoke"), **{"phantom.n": 4000, "phantom.size": 64, "phantom.workers": 2})
+ensure_phantom(cfg, cache_root=sys.argv[1])
+"""
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmd:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_leaves_no_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from medauc.data.phantom.generate import remove_stale_temps
+
+    proc = subprocess.Popen([sys.executable, "-c", _GENERATE, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline:  # until both workers write images
+            workers = _children(proc.pid)
+            if len(workers) == 2 and any(tmp_path.glob(".phantom-*.tmp-*/*/*.png")):
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, "the phantom workers did not start"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [w for w in workers if _running(w)]
+    for w in orphans:  # do not leave them behind when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not orphans, "phantom workers outlived their parent"
+    (stale,) = tmp_path.glob(".phantom-*.tmp-*")
+    assert stale.name.endswith(f".tmp-{proc.pid}")
+    (tmp_path / f".phantom-x.tmp-{os.getpid()}").mkdir()  # a live process's folder stays
+    assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
+    assert (tmp_path / f".phantom-x.tmp-{os.getpid()}").exists()

@@ -9,11 +9,18 @@ from medauc.runs import read_json, stage_record
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def phantom_cache(tmp_path_factory):
+    """One phantom cache for the module's runs: the smoke phantom is generated once."""
     import os
 
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["MEDAUC_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, phantom_cache):
     root = tmp_path_factory.mktemp("pipeline")
-    os.environ["MEDAUC_CACHE"] = str(root / "cache")
     out = root / "run"
     assert main(["run", "--config", "smoke", "--out", str(out)]) == 0
     return out
@@ -52,3 +59,19 @@ def test_changed_setting_needs_force_and_reruns_only_dependants(smoke_run):
     for s in ("prepare", "augment", "evaluate"):
         assert after[s] == before[s], s
     assert after["explain"]["key"] != before["explain"]["key"]
+
+
+def test_one_model_and_one_strategy_give_a_full_report(tmp_path, phantom_cache):
+    out = tmp_path / "one"
+    assert main(["run", "--config", "smoke", "--out", str(out), "model.names=[test_resnet]",
+                 "augment.strategies=[balanced]"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in results["table1"]] == ["test_resnet"]
+    assert "nothing to compare it with" in results["answers"]["q3_best_by_auc"]
+    metrics = read_json(out / "metrics.json")
+    assert metrics["question_1"]["ranked_by_accuracy"] == ["test_resnet"] and metrics["comparisons_file"]
+    md = (out / "report.md").read_text()
+    assert "Only one model (test\\_resnet) in this run: there is no other model to compare it with" in md
+    assert "No paired tests against restoration: only one strategy (balanced) was trained" in md
+    assert "| (e) flip rate, restoration − balanced | not compared |" in md
+    assert "One training seed per model" in md

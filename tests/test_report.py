@@ -145,3 +145,41 @@ def test_augmentation_section_shows_baselines_beside_the_unet(tmp_path):
     md = (run / "report.md").read_text()
     assert "PSNR best blur (width)" in md and "26.25 (0.75 px)" in md and "27.12" in md  # baselines from the checks file
     assert "augment_baselines.png" in md and "0.75 px at σ=0.1" in md
+
+
+def test_one_model_one_seed_report_says_what_it_cannot_compare(tmp_path):
+    cfg, run = _evaluated_run(tmp_path, {"only": 2.0})
+    report_stage(cfg, run)
+    html = (run / "report.html").read_text()
+    assert "Only one model was evaluated (only): there is nothing to rank or compare." in html
+    assert "Only one model (only) in this run: there is no other model to compare it with" in html
+    assert "One training seed per model" in html
+    assert "Models ranked by accuracy and by AUC" not in html
+    # a metrics.json written before question_1 kept its keys for one model still gives a report
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["question_1"] = {"answer": "Only one model was evaluated: there is nothing to rank.", "pairs": []}
+    write_json(run / "metrics.json", metrics)
+    assert "html" in report_stage(cfg, run)
+    assert "there is nothing to rank." in (run / "report.html").read_text()
+
+
+def test_report_names_undefined_shares_and_unassessable_comparisons(tmp_path):
+    from medauc.evaluate import evaluate_stage
+    from medauc.evaluate.synthetic import simulate_run
+
+    cfg, run = _fake_run(tmp_path)
+    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=100"])
+    run = open_run(run, cfg, force=True)
+    simulate_run(run, {"a": 2.0, "b": 2.4}, n_per_class=(60, 40, 40, 3))  # 3 pituitary test images
+    evaluate_stage(cfg, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["models"]["b"]["seeds"]["0"]["metrics"]["accuracy"]["undefined_share"] == 0.0
+    metrics["models"]["b"]["seeds"]["0"]["metrics"]["screening_f1"]["undefined_share"] = 0.37
+    write_json(run / "metrics.json", metrics)
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    assert "b screening\\_f1 (37%)" in md and "describes only the resamples where it is defined" in md
+    row = next(line for line in md.splitlines() if line.startswith("| auc\\_macro | a | b |"))
+    assert row.endswith("| not assessable |")
+    assert "auc\\_macro (a vs b): too few test images: pituitary has 3 (fewer than 5)" in md
+    assert next(line for line in md.splitlines() if line.startswith("| accuracy | a | b |")).endswith(("| yes |", "| no |"))

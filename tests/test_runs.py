@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medauc.config import load_config
+from medauc.config import Config, load_config
 from medauc.runs import (
     RunFolderError,
     atomic_path,
@@ -83,3 +84,18 @@ def test_seed_everything_is_deterministic():
     g2 = seed_everything(5)
     b = (g2.random(3), np.random.rand(2), torch.rand(2))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_out_below_a_file_names_the_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match=r"f is a file, not a folder"):
+        open_run(tmp_path / "f" / "run", Config())
+
+
+def test_out_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)  # root ignores chmod, so refuse the way a read-only place does
+    with pytest.raises(RunFolderError, match=r"cannot write the run folder there \(Permission denied: .*run"):
+        open_run(tmp_path / "run", Config())

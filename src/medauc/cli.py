@@ -27,6 +27,9 @@ STAGES: dict[str, tuple[str, str, bool]] = {
     "run": ("medauc.pipeline", "run every stage end to end, with caching", True),
 }
 
+# Stages that read the run's manifest.csv: they see data.classes=[] as the classes it holds.
+AFTER_PREPARE = ("augment", "train", "evaluate", "explain", "report")
+
 
 def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "runs/<config>-<timestamp>") -> None:
     parser.add_argument("--config", default="demo", help="config name in configs/ (demo, smoke, study) or a YAML path [demo]")
@@ -89,9 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):
             from medauc.config import load_config
+            from medauc.validate import check_models
 
-            # Validated before anything runs; stages read it as args.cfg.
+            # Validated (ranges, choices, timm names) before anything runs; stages read it as args.cfg.
             args.cfg = load_config(args.config, overrides)
+            check_models(args.cfg)
+            if command in AFTER_PREPARE and getattr(args, "out", None):
+                from medauc.data.manifest import resolve_classes
+
+                # data.classes=[] means the classes prepare found in this run, in every later stage.
+                args.cfg = resolve_classes(args.cfg, args.out)
         if getattr(args, "_missing", None):
             print(f"medauc {args._missing}: this stage is not built yet in this version of medauc.", file=sys.stderr)
             return 2

@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from medauc.errors import MedaucError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(MedaucError, ValueError):
     """A configuration file or override is invalid; the message says which key and how to fix it."""
 
 
@@ -325,7 +327,7 @@ def resolve_config_path(name_or_path: str) -> Path:
 
 
 def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file, then ``key=value`` overrides; validated."""
+    """Defaults, then the YAML file, then ``key=value`` overrides; types, ranges and choices validated."""
     values: dict[str, Any] = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
@@ -346,7 +348,11 @@ def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[
                 raise ConfigError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
     merged = _deep_merge(to_dict(Config()), values)
-    return from_dict(merged)
+    from medauc.validate import check_ranges  # here: validate imports this module
+
+    cfg = from_dict(merged)
+    check_ranges(cfg)
+    return cfg
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medauc.config import Config
-from medauc.runs import open_run, read_json, write_json
+from medauc.runs import open_run, read_json, record_config, write_json
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,19 @@ def stages(cfg: Config, data: str | None) -> list[tuple[str, Callable[[Path, boo
     def prepare(run_dir: Path, force: bool) -> Any:
         from medauc.data.command import prepare_stage
 
-        return str(prepare_stage(cfg, run_dir, data_dir.get("path"), force=force))
+        manifest = prepare_stage(cfg, run_dir, data_dir.get("path"), force=force)
+        record_config(run_dir, cfg)  # data.classes=[] -> the classes found, in config.yaml
+        return str(manifest)
 
     def stage(name: str) -> Callable[[Path, bool], Any]:
         module, function = STAGE_FUNCTIONS[name]
 
         def run(run_dir: Path, force: bool) -> Any:
-            # Imported when the stage runs: torch, timm and friends load only if needed.
-            return getattr(importlib.import_module(module), function)(cfg, run_dir, force=force)
+            from medauc.data.manifest import resolve_classes
+
+            # Imported when the stage runs: torch, timm and friends load only if needed. Every stage
+            # after prepare sees data.classes=[] as the manifest's classes.
+            return getattr(importlib.import_module(module), function)(resolve_classes(cfg, run_dir), run_dir, force=force)
 
         return run
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from medauc.config import Config, dump_yaml, to_dict
 
@@ -206,11 +207,14 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
     run_dir = Path(out) if out else default_run_dir(cfg)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"--out {run_dir} is a file, not a folder; choose another --out")
-    cfg_text = dump_yaml(cfg)
+    blocker = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise RunFolderError(f"--out {run_dir}: {blocker} is a file, not a folder; choose another --out")
+    cfg_text = _config_text(cfg, run_dir)
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         old = cfg_path.read_text(encoding="utf-8")
-        if old != cfg_text:
+        if old != cfg_text and _resolved_old(old, run_dir) != cfg_text:
             if not force:
                 raise RunFolderError(
                     f"{run_dir} already holds a run with a different configuration; "
@@ -218,10 +222,43 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
                     "or choose another --out"
                 )
             write_text(run_dir / "config.previous.yaml", old)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(cfg_path, cfg_text)
-    write_json(run_dir / "environment.json", environment_info())
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(cfg_path, cfg_text)
+        write_json(run_dir / "environment.json", environment_info())
+    except OSError as exc:  # PermissionError, read-only file system, disk full...
+        raise RunFolderError(
+            f"--out {run_dir}: cannot write the run folder there ({exc.strerror or exc}: {exc.filename or run_dir}); "
+            "choose a folder you can write to"
+        ) from exc
     return run_dir
+
+
+def _config_text(cfg: Config, run_dir: Path) -> str:
+    """``config.yaml`` as written: with ``data.classes=[]`` resolved once the run has a manifest."""
+    from medauc.data.manifest import resolve_classes  # imports this module
+
+    return dump_yaml(resolve_classes(cfg, run_dir))
+
+
+def _resolved_old(text: str, run_dir: Path) -> str | None:
+    # A config.yaml written before prepare ran holds data.classes=[]; it means the manifest's classes.
+    from medauc.config import ConfigError, from_dict
+
+    try:
+        return _config_text(from_dict(yaml.safe_load(text) or {}), run_dir)
+    except (ConfigError, yaml.YAMLError, TypeError):
+        return None
+
+
+def record_config(run_dir: str | os.PathLike[str], cfg: Config) -> Config:
+    """Rewrite ``config.yaml`` after ``prepare``, with ``data.classes`` resolved; return that config."""
+    from medauc.data.manifest import resolve_classes
+
+    resolved = resolve_classes(cfg, run_dir)
+    if resolved is not cfg:
+        write_text(Path(run_dir) / "config.yaml", dump_yaml(resolved))
+    return resolved
 
 
 def _stage_file(run_dir: Path, stage: str) -> Path:

@@ -28,6 +28,8 @@ from medauc.errors import DataError
 log = logging.getLogger(__name__)
 
 STAGE = "augment"
+# Check d (artefact detectability) scores out of 5 folds over source images, two per fold at least.
+MIN_SOURCE_IMAGES = 10
 
 
 def augment_dir(run_dir: Path) -> Path:
@@ -58,6 +60,7 @@ def augment_stage(cfg: Config, run_dir: str | Path, force: bool = False, progres
     manifest_path = run_dir / "manifest.csv"
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path} does not exist; run `medauc prepare --out {run_dir}` first")
+    _check_counts(cfg, manifest_path)
     key = stage_key(cfg, manifest_path)
     checks_path = run_dir / "augment_checks.json"
     if not runs.check_stage(run_dir, STAGE, key, force):
@@ -75,6 +78,22 @@ def augment_stage(cfg: Config, run_dir: str | Path, force: bool = False, progres
         torch.set_num_threads(threads)
     runs.mark_stage(run_dir, STAGE, key, generated=result["counts"]["generated"])
     return result
+
+
+def _check_counts(cfg: Config, manifest_path: Path) -> None:
+    """Refuse, before any work, a negative class with too few training images to augment and check."""
+    import pandas as pd
+
+    neg = cfg.data.negative_class
+    df = pd.read_csv(manifest_path, usecols=["label", "split"], dtype=str, keep_default_na=False)
+    n = int(((df["label"] == neg) & (df["split"] == "train")).sum())
+    if n < MIN_SOURCE_IMAGES:
+        raise DataError(
+            f"class {neg!r} (data.negative_class) has {n} training image(s) in {manifest_path}; restoration-based "
+            f"augmentation needs at least {MIN_SOURCE_IMAGES} (the denoiser and check d's 5-fold artefact test). "
+            "Add images of that class, or lower data.test_fraction/data.val_fraction, "
+            "or run without augmentation: augment.enabled=false"
+        )
 
 
 def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path, progress: bool) -> dict[str, Any]:

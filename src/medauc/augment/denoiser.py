@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from medauc.progress import progress_bar
 
 from medauc.classify.distributed import resolve_device
 from medauc.config import AugmentConfig, to_dict
@@ -230,7 +230,7 @@ def train_denoiser(
     clean_all = torch.from_numpy(np.ascontiguousarray(train_images, dtype=np.float32))[:, None]
     history: list[dict[str, Any]] = []
     model.train()
-    bar = tqdm(range(acfg.epochs), desc="denoiser", unit="epoch", disable=not progress)
+    bar = progress_bar(range(acfg.epochs), desc="denoiser", unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from medauc.progress import progress_bar
 
 from medauc.augment.denoiser import RestoreFn, add_noise
 from medauc.config import AugmentConfig
@@ -92,7 +92,7 @@ def generate(
     noisy_all = np.empty_like(restored)
     idx = np.array([p[0] for p in plan], dtype=np.int64)
     sig = np.array([p[1] for p in plan], dtype=np.float32)
-    for start in tqdm(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
+    for start in progress_bar(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
         sl = slice(start, start + batch_size)
         noisy = add_noise(sources[idx[sl]], sig[sl], gen)
         noisy_all[sl] = noisy
@@ -112,7 +112,7 @@ def write_images(
     from medauc.data.images import load_image, save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for img, row in tqdm(list(zip(images, rows)), desc=desc, unit="img", disable=not progress or not rows):
+    for img, row in progress_bar(list(zip(images, rows)), desc=desc, unit="img", disable=not progress or not rows):
         path = save_png(out_dir / f"{row['image_id']}.png", img)
         row.update(
             path=str(path.resolve()),

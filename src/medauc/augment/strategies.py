@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from medauc.progress import progress_bar
 
 from medauc import runs
 from medauc.augment import checks
@@ -120,7 +120,7 @@ def strategy_inputs(
         gen = torch.Generator().manual_seed(cfg.seed + 5)
         idx = np.array([p[0] for p in plan], dtype=np.int64)
         out = np.empty((len(plan), *images.shape[1:]), dtype=np.float32)
-        for start in tqdm(range(0, len(plan), 256), desc="classic", unit="batch", disable=not progress or not plan):
+        for start in progress_bar(range(0, len(plan), 256), desc="classic", unit="batch", disable=not progress or not plan):
             out[start : start + 256] = classic_augment(images[idx[start : start + 256]], gen)
         new = write_images(out, derived_rows(src, plan, "classic"), sdir / "generated", progress, "write classic")
         write_manifest(path, append_rows(manifest, new))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
-from tqdm import tqdm
+from medauc.progress import Progress, progress_bar
 
 from medauc import runs
 from medauc.classify import distributed as ddp
@@ -334,7 +334,7 @@ class Trainer:
             torch.save(self.state(), tmp)
 
     # --------------------------------------------------------------------- the loop
-    def train_epoch(self, train: ImageSet, weights: torch.Tensor | None, bar: tqdm) -> tuple[float, float, float]:
+    def train_epoch(self, train: ImageSet, weights: torch.Tensor | None, bar: Progress) -> tuple[float, float, float]:
         """One pass over ``train``; returns (mean loss, seconds, data-wait fraction)."""
         tc, d = self.cfg.train, self.d
         plan = epoch_plan(train.labels, tc.batch_size, self.gen, tc.imbalance == "balanced_sampler", tc.hflip, d.world)
@@ -419,7 +419,7 @@ class Trainer:
             )
         weights = class_weights(train.labels, len(self.classes)) if tc.imbalance == "weighted_loss" else None
         steps = len(epoch_plan(train.labels, tc.batch_size, torch.Generator().manual_seed(0), False, False, d.world))
-        bar = tqdm(
+        bar = progress_bar(
             total=tc.epochs * steps, initial=self.epoch * steps, desc=f"train {self.model_name} seed {self.seed}",
             unit="step", disable=not d.is_main, dynamic_ncols=True,
         )
@@ -474,16 +474,20 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
-    """The classes to learn: ``data.classes`` in that order, those present in the training split."""
+    """The classes to learn: ``data.classes`` in that order (empty: the manifest's labels, negative
+    class first, see :func:`medauc.data.manifest.class_order`), those present in the training split."""
+    from medauc.data.manifest import class_order
+
     labels = set(df["label"].astype(str))
-    unknown = sorted(labels - set(cfg.data.classes))
+    configured = list(cfg.data.classes) or class_order(labels, cfg.data.negative_class)
+    unknown = sorted(labels - set(configured))
     if unknown:
         raise DataError(f"manifest labels {unknown} are not in data.classes {cfg.data.classes}; add them or fix the manifest")
     train_labels = set(df.loc[df["split"] == "train", "label"].astype(str))
     missing = sorted(labels - train_labels)
     if missing:
         raise DataError(f"classes {missing} have no training images in the manifest; the classifier cannot learn them")
-    classes = [c for c in cfg.data.classes if c in train_labels]
+    classes = [c for c in configured if c in train_labels]
     if len(classes) < 2:
         raise DataError(f"the manifest's training split holds {len(classes)} class(es) ({classes}); at least 2 are needed")
     return classes

@@ -23,7 +23,7 @@ from typing import Any
 import imagehash
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from medauc.progress import progress_bar
 
 from medauc.data.images import read_image, to_uint8
 from medauc.errors import DataError
@@ -98,7 +98,7 @@ def scan_files(
     Fewer than ``min_parallel`` files are read in this process: starting workers costs more.
     """
     paths = [str(p) for p in paths]
-    bar = tqdm(total=len(paths), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(total=len(paths), desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
     try:
         if workers <= 1 or len(paths) < min_parallel:
             out = []

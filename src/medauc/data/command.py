@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
         discover(resolve_data_dir(args.cfg, args.data), args.cfg.data)  # a wrong folder leaves no run folder behind
     run_dir = runs.open_run(args.out, args.cfg, args.force)
     prepare_stage(args.cfg, run_dir, data_dir=args.data, force=args.force)
+    runs.record_config(run_dir, args.cfg)  # data.classes=[] -> the classes found, for the later stages
     return 0
 
 
@@ -144,12 +145,15 @@ def prepare_stage(
         "largest_group": max(group_sizes, default=0),
         "label_conflicts": conflicts,
         "cross_split_duplicates": split.moved,
+        # data.split=given: duplicate groups across the given train and test sets, reported, not moved
+        "given_split_duplicates": [[ids[i] for i in ix] for ix in split.cross_split],
         "split": {"method": cfg.data.split, "seed": cfg.seed, "test_fraction": cfg.data.test_fraction,
                   "val_fraction": cfg.data.val_fraction},
         "masks": int(sum(bool(it.mask_path) for it in items)),
         "class_stats": audit_mod.class_stats(recs, labels, disc.classes),
         "shortcut_auc": shortcut,
-        "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), cfg.data.near_duplicate_hamming),
+        "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), cfg.data.near_duplicate_hamming)
+        + _given_warning(split.cross_split, split.split),
         "seconds": round(time.perf_counter() - t0, 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
@@ -217,6 +221,15 @@ def _warnings(shortcut: dict[str, Any], conflicts: list[dict[str, Any]], largest
             f"data.near_duplicate_hamming={hamming}); the split keeps it whole"
         )
     return out
+
+
+def _given_warning(cross: Any, split: Any) -> list[str]:
+    if not cross:
+        return []
+    n = sum(1 for ix in cross for i in ix if split[i] != "test")
+    return [f"{n} training image(s) duplicate an image of the given test set ({len(cross)} group(s), listed in "
+            "data_audit.json, given_split_duplicates); the test set is kept as given and they stay in training, "
+            "so test scores may be optimistic"]
 
 
 def _counts(df: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
+from medauc.progress import progress_bar
 
 from medauc.data.images import load_image, resize, to_uint8
 from medauc.errors import DataError
@@ -84,7 +84,7 @@ def load_images(
                 return torch.from_numpy(arr)
     out = np.empty((len(paths), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, img in enumerate(tqdm(pool.map(lambda p: _decode(p, size), paths), total=len(paths), desc=desc, leave=False)):
+        for i, img in enumerate(progress_bar(pool.map(lambda p: _decode(p, size), paths), total=len(paths), desc=desc, leave=False)):
             out[i] = img
     if cache_dir is not None:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:

@@ -9,10 +9,12 @@ without extension>``); ``path`` is absolute.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from medauc.config import Config, replace
 from medauc.data.split import SPLITS
 from medauc.errors import DataError
 from medauc.runs import atomic_path
@@ -57,6 +59,29 @@ def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQU
         if c in df.columns:
             df[c] = pd.to_numeric(df[c].replace("", "nan"), errors="coerce")
     return df
+
+
+def class_order(labels: Iterable[str], negative_class: str) -> list[str]:
+    """The classes found, in a fixed order: ``negative_class`` first (when present), then sorted.
+
+    The order ``data.classes=[]`` stands for: the order of the ``prob_`` columns in every stage.
+    """
+    found = sorted({str(x) for x in labels})
+    return ([negative_class] if negative_class in found else []) + [c for c in found if c != negative_class]
+
+
+def resolve_classes(cfg: Config, run_dir: str | os.PathLike[str]) -> Config:
+    """``cfg`` with ``data.classes`` filled in from ``run_dir/manifest.csv`` when it is empty.
+
+    Every stage after ``prepare`` sees the classes this way (``medauc run`` and each sub-command),
+    so ``data.classes=[]`` means the same list everywhere. Unchanged when the list is set or no
+    manifest exists yet.
+    """
+    path = Path(run_dir) / "manifest.csv"
+    if cfg.data.classes or not path.is_file():
+        return cfg
+    labels = pd.read_csv(path, usecols=["label"], dtype=str, keep_default_na=False)["label"]
+    return replace(cfg, **{"data.classes": class_order(labels, cfg.data.negative_class)})
 
 
 def _validate(df: pd.DataFrame, path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:

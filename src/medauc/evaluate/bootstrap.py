@@ -16,6 +16,9 @@ from medauc.errors import EvaluationError
 
 # Upper bound on the entries of one weight chunk (B_chunk x n float64 = 160 MB).
 CHUNK_ENTRIES = 20_000_000
+# Share of resamples where a metric is undefined (nan) above which its interval is flagged: the
+# interval then describes only the resamples where, say, a class happened to be predicted at all.
+UNDEFINED_SHARE_WARN = 0.05
 
 
 def bootstrap_weights(strata: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,6 +79,14 @@ def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, fl
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(r, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def undefined_share(replicates: np.ndarray) -> float:
+    """Share of bootstrap replicates (B,) that are undefined (nan or infinite); nan if there are none."""
+    r = np.asarray(replicates, dtype=np.float64)
+    if r.size == 0:
+        return float("nan")
+    return float(np.count_nonzero(~np.isfinite(r)) / r.size)
 
 
 def paired_p_value(differences: np.ndarray) -> float:

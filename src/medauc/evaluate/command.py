@@ -13,11 +13,12 @@ operating point). Nothing else: no model, no GPU.
     models: {model: {
         seeds: {seed: {
             test_file, n, n_per_class
-            metrics: {metric: {value, low, high}}      # every metric with its bootstrap CI
+            metrics: {metric: {value, low, high, undefined_share}}  # every metric with its bootstrap CI and
+                                 # the share of resamples where it is undefined (left out of the CI)
             confusion_matrix: {rows, columns, classes, counts (K x K)}
             operating_point: {threshold, target_sensitivity, val_sensitivity, val_specificity,
                               val_file, rule} or null (no val.csv)
-            prevalence: [{prevalence, source, ppv, npv, auprc[, op_ppv, op_npv]}: {value, low, high}]
+            prevalence: [{prevalence, source, ppv, npv, auprc[, op_ppv, op_npv]}: {value, low, high, undefined_share}]
             curves: {roc, pr, calibration}: paths of CSVs under curves/<model>/<seed>/
         }},
         summary: {metric: {mean, sd, n_seeds, values: {seed: value}}}
@@ -28,8 +29,10 @@ operating point). Nothing else: no model, no GPU.
                  pairs: [{accuracy_winner, auc_winner, ..., sentence}], answer}
 
 ``comparisons.csv``: one row per paired comparison, columns ``table, seed, metric, model_a,
-model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant``
-(difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.compare`).
+model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant, note``
+(difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.compare`). A
+comparison that cannot be trusted on these data (too few images in a class, an undefined metric,
+a zero-width interval) has an empty ``significant`` and ``p_holm`` and a ``note`` saying why.
 
 ``curves/<model>/<seed>/``: ``roc.csv`` (curve, threshold, fpr, tpr), ``pr.csv`` (curve,
 threshold, recall, precision), ``calibration.csv`` (curve, bin, count, mean_predicted, observed);

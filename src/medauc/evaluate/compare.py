@@ -14,6 +14,11 @@ Comparison tables (Holm's correction runs within one table and one seed):
 - ``screening``: screening AUC (DeLong), AUPRC, sensitivity, specificity, PPV, NPV, F1 (bootstrap);
 - ``operating_point``: the same at the validation-chosen threshold (bootstrap), when val files exist;
 - ``calibration``: Brier, ECE, screening Brier and ECE (bootstrap).
+
+A comparison is *not assessable* (``significant`` None, ``note`` says why, left out of Holm) when
+the metric is undefined, rests on a group of fewer than :data:`MIN_CASES` test images, is undefined
+in more than :data:`~medauc.evaluate.bootstrap.UNDEFINED_SHARE_WARN` of the resamples, or every
+resample gives the same non-zero difference: a "yes" or "no" there would be an artefact of the data.
 """
 
 from __future__ import annotations
@@ -29,8 +34,14 @@ import numpy as np
 
 from medauc.config import Config
 from medauc.errors import EvaluationError
-from medauc.evaluate.bootstrap import bootstrap_many, paired_p_value, percentile_interval
-from medauc.evaluate.delong import delong_test
+from medauc.evaluate.bootstrap import (
+    UNDEFINED_SHARE_WARN,
+    bootstrap_many,
+    paired_p_value,
+    percentile_interval,
+    undefined_share,
+)
+from medauc.evaluate.delong import UndefinedMetricWarning, delong_test
 from medauc.evaluate.metrics import (
     DEFINITIONS,
     LOWER_IS_BETTER,
@@ -44,8 +55,11 @@ from medauc.evaluate.prevalence import prevalence_table
 
 COMPARISON_FIELDS = [
     "table", "seed", "metric", "model_a", "model_b", "value_a", "value_b", "difference",
-    "ci_low", "ci_high", "p_value", "p_holm", "test", "significant",
+    "ci_low", "ci_high", "p_value", "p_holm", "test", "significant", "note",
 ]
+# A group of test images (a class, the rest of the test set, the screening positives or negatives)
+# smaller than this: a paired test on a metric that rests on it is not assessable.
+MIN_CASES = 5
 # Differences this small are float rounding of equal values (e.g. means of the same counts).
 TIE = 1e-12
 # Metrics summarised over seeds and ranked pairwise.
@@ -157,8 +171,64 @@ def _align(test: Predictions, ref: Predictions) -> Predictions:
 
 
 def _cell(value: float, reps: np.ndarray, level: float) -> dict[str, float]:
+    """``{value, low, high, undefined_share}``: the interval leaves out the undefined replicates, and says how many."""
     low, high = percentile_interval(reps, level)
-    return {"value": value, "low": low, "high": high}
+    return {"value": value, "low": low, "high": high, "undefined_share": undefined_share(reps)}
+
+
+PER_CLASS_PREFIXES = ("auc", "sensitivity", "specificity", "ppv", "f1")
+MACRO_METRICS = ("balanced_accuracy", "auc_macro", "f1_macro")
+
+
+def metric_groups(metric: str, pred: Predictions) -> dict[str, int]:
+    """The groups of test images a metric's estimate rests on, with their sizes: a class and the rest
+    for per-class metrics, positives and negatives for screening metrics, every class for macro metrics,
+    else the whole test set."""
+    counts = {c: int(n) for c, n in zip(pred.classes, np.bincount(pred.y, minlength=len(pred.classes)))}
+    for c in pred.classes:
+        if metric in {f"{m}_{c}" for m in PER_CLASS_PREFIXES}:
+            return {c: counts[c], f"not {c}": pred.n - counts[c]}
+    if metric.startswith(("screening_", "op_")):
+        neg = pred.classes[pred.negative]
+        return {f"not {neg} (positive)": int(pred.positive.sum()), neg: int((~pred.positive).sum())}
+    if metric in MACRO_METRICS:
+        return counts
+    return {"test set": pred.n}
+
+
+def _not_assessable(row: dict[str, Any], pred: Predictions, d: np.ndarray | None) -> str:
+    """Why a paired test cannot be trusted on these data (a sentence fragment), or "" when it can.
+
+    ``d``: the bootstrap replicates of the difference (None for DeLong).
+    """
+    if not (np.isfinite(row["value_a"]) and np.isfinite(row["value_b"])):
+        return "the metric is undefined for these data"
+    small = {g: n for g, n in metric_groups(row["metric"], pred).items() if n < MIN_CASES}
+    if small:
+        return "too few test images: " + ", ".join(f"{g} has {n}" for g, n in small.items()) + f" (fewer than {MIN_CASES})"
+    if d is not None:
+        share = undefined_share(d)
+        if share > UNDEFINED_SHARE_WARN:
+            return f"the difference is undefined in {share:.0%} of bootstrap resamples"
+    if not (np.isfinite(row["p_value"]) and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])):
+        return "the test gives no p-value or interval for these data"
+    if row["ci_low"] == row["ci_high"] and row["difference"] != 0:
+        return "every resample gives the same difference (a zero-width interval), so its uncertainty cannot be measured"
+    return ""
+
+
+def _warn_undefined_share(e: _Entry) -> None:
+    """Warn about defined metrics whose bootstrap replicates are often undefined (their intervals are conditional)."""
+    shares = {k: undefined_share(r) for k, r in e.replicates.items() if np.isfinite(e.values.get(k, np.nan))}
+    flagged = {k: v for k, v in shares.items() if v > UNDEFINED_SHARE_WARN}
+    if flagged:
+        warnings.warn(
+            f"{e.test.source}: bootstrap intervals left out the resamples where the metric is undefined: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in flagged.items())
+            + f" (more than {UNDEFINED_SHARE_WARN:.0%}; typically a class predicted or present too rarely); "
+            "these intervals describe only the other resamples",
+            UndefinedMetricWarning, stacklevel=3,
+        )
 
 
 def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, level: float) -> dict[str, Any]:
@@ -166,6 +236,7 @@ def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, leve
         "table": table, "seed": a.seed, "metric": metric, "model_a": a.model, "model_b": b.model,
         "value_a": a.values[metric], "value_b": b.values[metric], "test": test,
     }
+    d = None
     if not (np.isfinite(row["value_a"]) and np.isfinite(row["value_b"])):
         # undefined for these data (already warned when the metric was computed): no test
         nan = float("nan")
@@ -182,6 +253,8 @@ def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, leve
         d = a.replicates[metric] - b.replicates[metric]
         low, high = percentile_interval(d, level)
         row.update(difference=a.values[metric] - b.values[metric], ci_low=low, ci_high=high, p_value=paired_p_value(d))
+    why = _not_assessable(row, a.test, d)
+    row["note"] = f"not assessable: {why}" if why else ""
     return row
 
 
@@ -199,10 +272,11 @@ def _comparisons(entries: list[_Entry], models: list[str], level: float) -> list
                 for metric, test in metrics
                 for ma, mb in itertools.combinations(present, 2)
             ]
-            adj = holm([r["p_value"] for r in table_rows])
+            # Holm over the assessable tests only; the others get no adjusted p and no verdict (None).
+            adj = holm([np.nan if r["note"] else r["p_value"] for r in table_rows])
             for r, p in zip(table_rows, adj):
                 r["p_holm"] = float(p)
-                r["significant"] = bool(np.isfinite(p) and p < 1 - level)
+                r["significant"] = None if r["note"] else bool(np.isfinite(p) and p < 1 - level)
             rows.extend(table_rows)
     return rows
 
@@ -268,7 +342,7 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
     if n_seeds == 1 and mine:
         r = mine[0]
         holm_note = f", Holm-adjusted {r['p_holm']:.2g}" if np.isfinite(r["p_holm"]) and r["p_holm"] != r["p_value"] else ""
-        verdict = "significant" if r["significant"] else "not significant"
+        verdict = (r["note"] or "not assessable") if r["significant"] is None else "significant" if r["significant"] else "not significant"
         return (
             f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} "
             f"({r['test'].replace('_', ' ')}, {_fmt_p(r['p_value'])}{holm_note}): {verdict}",
@@ -281,19 +355,36 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
     )
 
 
+def _ranked(values: dict[str, float]) -> list[str]:
+    """Names by value, highest first; undefined (nan) values last."""
+    return sorted(values, key=lambda m: (0, -values[m]) if np.isfinite(values[m]) else (1, 0.0))
+
+
+def _best(label: str, ranked: list[str], values: dict[str, float]) -> str:
+    top = ranked[0]
+    if not np.isfinite(values[top]):
+        return f"{label[0].upper()}{label[1:]} is undefined for these data"
+    return f"Best by {label}: {top} ({values[top]:.4f})"
+
+
 def question_one(
     summaries: dict[str, dict[str, Any]], comparisons: list[dict[str, Any]], models: list[str],
     auc_metric: str, level: float,
 ) -> dict[str, Any]:
     """Do the models that win by accuracy also win by AUC? Rankings, discordant pairs, a plain answer."""
-    if len(models) < 2:
-        return {"answer": "Only one model was evaluated: there is nothing to rank.", "pairs": []}
     acc = {m: summaries[m]["accuracy"]["mean"] for m in models}
     auc = {m: summaries[m][auc_metric]["mean"] for m in models}
     n_seeds = min(summaries[m]["accuracy"]["n_seeds"] for m in models)
-    by_acc = sorted(models, key=lambda m: -acc[m])
-    by_auc = sorted(models, key=lambda m: -auc[m])
+    by_acc = _ranked(acc)
+    by_auc = _ranked(auc)
     auc_label = "macro AUC" if auc_metric == "auc_macro" else "screening AUC" if auc_metric == "screening_auc" else auc_metric
+    if len(models) < 2:
+        # Same keys as below, so that every reader (report, CLI) handles one model like several.
+        return {
+            "auc_metric": auc_metric, "ranked_by_accuracy": by_acc, "ranked_by_auc": by_auc,
+            "accuracy": acc, "auc": auc, "n_seeds": n_seeds, "pairs": [],
+            "answer": f"Only one model was evaluated ({models[0]}): there is nothing to rank or compare.",
+        }
     pairs = []
     for ma, mb in itertools.combinations(models, 2):
         if not all(np.isfinite(v) for v in (acc[ma], acc[mb], auc[ma], auc[mb])):
@@ -309,8 +400,13 @@ def question_one(
                 "accuracy_significant": sig_acc, "auc_significant": sig_auc,
                 "sentence": f"{s_acc}; but {s_auc}.",
             })
-    leaders = f"Best by accuracy: {by_acc[0]} ({acc[by_acc[0]]:.4f}); best by {auc_label}: {by_auc[0]} ({auc[by_auc[0]]:.4f})."
-    if not pairs:
+    second = _best(auc_label, by_auc, auc)
+    leaders = f"{_best('accuracy', by_acc, acc)}; {second[0].lower()}{second[1:]}."
+    undefined = [m for m in models if not (np.isfinite(acc[m]) and np.isfinite(auc[m]))]
+    if not pairs and undefined:
+        answer = (f"{leaders} Accuracy or {auc_label} is undefined for {', '.join(undefined)} on these data, "
+                  "so the two rankings cannot be compared.")
+    elif not pairs:
         answer = f"{leaders} Accuracy and {auc_label} rank the models the same way."
     else:
         n_sig = sum(p["accuracy_significant"] or p["auc_significant"] for p in pairs)
@@ -387,6 +483,7 @@ def evaluate_predictions(
         )
     for e in entries:
         e.replicates = reps[(e.model, e.seed)]
+        _warn_undefined_share(e)
     comparisons = _comparisons(entries, models, ev.level)
     own_prev = float(ref.positive.mean())
     out_models: dict[str, Any] = {m: {"seeds": {}} for m in models}
@@ -408,6 +505,15 @@ def evaluate_predictions(
     for m in models:
         out_models[m]["summary"] = summaries[m]
     definitions = dict(DEFINITIONS)
+    definitions["undefined_share"] = (
+        "Share of bootstrap resamples in which the metric is undefined (e.g. a PPV when no image is predicted as the "
+        f"class); the interval comes from the other resamples and is flagged above {UNDEFINED_SHARE_WARN:.0%}."
+    )
+    definitions["not assessable"] = (
+        "A paired comparison gets no verdict (significant empty; its note says why) when the metric is undefined, "
+        f"rests on a class or group of fewer than {MIN_CASES} test images, is undefined in more than "
+        f"{UNDEFINED_SHARE_WARN:.0%} of the bootstrap resamples, or every resample gives the same non-zero difference."
+    )
     return {
         "schema": "medauc.metrics/1",
         "classes": list(ref.classes),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
 from medauc.evaluate.compare import compare_files
 
 SUMMARY_METRICS = ["accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "screening_auc",
@@ -35,6 +36,11 @@ def _num(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
+def _verdict(significant: Any) -> str:
+    """yes / no, or "not assessable" where the comparison got no verdict (None)."""
+    return "not assessable" if significant is None else _num(bool(significant))
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Readable text: per-file metrics with CIs, then every paired comparison."""
     level = result["level"]
@@ -48,15 +54,28 @@ def format_table(result: dict[str, Any]) -> str:
             c = result["models"][n].get(m)
             cells.append(f"  {(_num(c['value']) + ' [' + _num(c['low']) + ', ' + _num(c['high']) + ']') if c else 'n/a':>28}")
         lines.append("  " + n.ljust(width) + "".join(cells))
+    for n in names:
+        flagged = {m: c["undefined_share"] for m, c in result["models"][n].items()
+                   if math.isfinite(c.get("value", math.nan)) and c.get("undefined_share", 0.0) > UNDEFINED_SHARE_WARN}
+        if flagged:
+            lines.append(f"  Warning: {n}: undefined in more than {UNDEFINED_SHARE_WARN:.0%} of the resamples, so the interval "
+                         "describes only the others: " + ", ".join(f"{m} {v:.0%}" for m, v in flagged.items()))
     lines.append("")
     lines.append("Paired comparisons (difference = a - b; Holm within each table)")
     header = ["table", "metric", "a", "b", "value_a", "value_b", "diff", "ci_low", "ci_high", "p", "p_holm", "test", "sig"]
     rows = [[r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["value_a"]), _num(r["value_b"]),
              _num(r["difference"]), _num(r["ci_low"]), _num(r["ci_high"]), _num(r["p_value"], 3),
-             _num(r["p_holm"], 3), r["test"], _num(r["significant"])] for r in result["comparisons"]]
+             _num(r["p_holm"], 3), r["test"], _verdict(r["significant"])] for r in result["comparisons"]]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header] + rows:
         lines.append("  " + "  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    notes: dict[str, list[str]] = {}
+    for r in result["comparisons"]:
+        if r.get("note"):
+            notes.setdefault(r["note"], []).append(r["metric"])
+    if notes:
+        lines.append(f"  {sum(map(len, notes.values()))} of {len(rows)} comparisons are not assessable (no verdict, left out of Holm):")
+        lines += [f"    {note.removeprefix('not assessable: ')}: {', '.join(dict.fromkeys(ms))}" for note, ms in notes.items()]
     lines.append("")
     lines.append(result["question_1"]["answer"])
     lines += ["  " + p["sentence"] for p in result["question_1"]["pairs"]]

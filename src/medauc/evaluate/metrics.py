@@ -326,7 +326,7 @@ DEFINITIONS: dict[str, str] = {
     "interval": "Percentile interval of a stratified bootstrap (test images resampled within each true class; the same resamples for every model, so comparisons are paired).",
     "delong": "DeLong's test: z = (AUC_a - AUC_b) / sd from the paired placement-value covariance (Sun and Xu 2014); two-sided normal p.",
     "paired_bootstrap": "Two-sided p = 2 x min(share of bootstrap differences <= 0, share >= 0), with a +1 correction; CI = percentile interval of the differences.",
-    "holm": "Holm's step-down correction over all comparisons of one table (one seed); significant = p_holm < 1 - level.",
+    "holm": "Holm's step-down correction over the assessable comparisons of one table (one seed); significant = p_holm < 1 - level.",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medauc.evaluate.bootstrap import percentile_interval
+from medauc.evaluate.bootstrap import percentile_interval, undefined_share
 
 
 def ppv_at(sens: Any, spec: Any, prevalence: float) -> np.ndarray:
@@ -45,7 +45,7 @@ def prevalence_table(
 
     def cell(name: str) -> dict[str, float]:
         low, high = percentile_interval(replicates[name], level)
-        return {"value": values[name], "low": low, "high": high}
+        return {"value": values[name], "low": low, "high": high, "undefined_share": undefined_share(replicates[name])}
 
     rows: list[dict[str, Any]] = []
     for p in prevalences:

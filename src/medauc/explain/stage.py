@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from medauc.progress import progress_bar
 
 from medauc import runs
 from medauc.classify.distributed import resolve_device
@@ -155,7 +155,7 @@ def _cam_pass(
     probs = np.zeros((n, len(entry.classes)), dtype=np.float32)
     with runs.Timer() as timer, CamExplainer(
         model, method, entry.input_shape, target_layer, batch_size=max(e.batch_size, 64), seed=cfg.seed, min_grid=e.min_grid
-    ) as cam, tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+    ) as cam, progress_bar(total=n, desc=desc, unit="img", leave=False) as bar:
         for sl in _batches(n, e.batch_size):
             batch = [images[i] for i in range(sl.start, sl.stop)]
             x = torch.cat([entry.prepare(img[None]) for img in batch]).to(device)
@@ -426,7 +426,7 @@ def _load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[n
     idx = stratified_sample(labels_all, cfg.explain.max_images, np.random.default_rng([cfg.seed, 0]))
     images, masks, ids = [], [], []
     has_masks = "mask_path" in test.columns
-    for i in tqdm(idx, desc="explain: loading test images", unit="img", leave=False):
+    for i in progress_bar(idx, desc="explain: loading test images", unit="img", leave=False):
         row = test.iloc[int(i)]
         images.append(np.asarray(load_image(_resolve(row["path"], run_dir)), dtype=np.float32))
         mask = None

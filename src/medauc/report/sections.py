@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from medauc.config import Config, dump_yaml
+from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
 from medauc.report import figures
 from medauc.report.document import Document
 from medauc.runs import read_json
@@ -67,10 +68,55 @@ def fmt_est(d: dict[str, Any] | None, digits: int = 4) -> str:
     return fmt_ci(d.get("mean"), d.get("ci_low"), d.get("ci_high"), digits)
 
 
+def fmt_pct(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    return f"{x:.0%}"
+
+
 def fmt_p(p: Any) -> str:
     if p is None or (isinstance(p, float) and not np.isfinite(p)):
         return "n/a"
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def verdict(significant: Any, note: Any = None) -> str:
+    """A comparison's verdict as read back from a file: yes, no, or not assessable (no verdict, a note why)."""
+    if isinstance(note, str) and note:
+        return "not assessable"
+    text = str(significant)
+    return "yes" if text == "True" else "no" if text == "False" else "not assessable"
+
+
+def assessability_note(doc: Document, rows: list[tuple[str, Any]]) -> None:
+    """A note under a comparisons table: which comparisons got no verdict and why. ``rows``: (label, note)."""
+    why: dict[str, list[str]] = {}
+    for label, note in rows:
+        if isinstance(note, str) and note:
+            why.setdefault(note.removeprefix("not assessable: "), []).append(label)
+    if why:
+        doc.p("Not assessable (no verdict, left out of the Holm correction): "
+              + "; ".join(f"{', '.join(dict.fromkeys(labels))}: {reason}" for reason, labels in why.items()) + ".", "note")
+
+
+def undefined_cells(cells: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+    """``"<label> (37%)"`` for each defined estimate whose bootstrap replicates are undefined more often than
+    :data:`UNDEFINED_SHARE_WARN`. ``cells``: (label, {value, low, high, undefined_share})."""
+    out = []
+    for label, c in cells:
+        share = (c or {}).get("undefined_share")
+        if share is not None and (c or {}).get("value") is not None and share > UNDEFINED_SHARE_WARN:
+            out.append(f"{label} ({share:.0%})")
+    return out
+
+
+def undefined_note(doc: Document, cells: list[tuple[str, dict[str, Any] | None]]) -> None:
+    """A warning under a table naming each estimate whose interval rests on part of the resamples, with the share."""
+    flagged = undefined_cells(cells)
+    if flagged:
+        doc.p(f"Undefined in more than {UNDEFINED_SHARE_WARN:.0%} of the bootstrap resamples (share in brackets; typically a "
+              "class predicted or present too rarely), so the interval describes only the resamples where it is defined: "
+              + ", ".join(flagged) + ".", "warning")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -127,9 +173,9 @@ def summary_section(ctx: Context) -> None:
     for t in strategies.get("paired_tests", []):
         if t.get("strategy") == "balanced" and t.get("metric") == "auc_macro":
             sig = _significant(t.get("p_holm"), level)
+            said = (t["note"] if t.get("note") else "significant" if sig else "not significant")
             parts.append(f"against training on the balanced original data, restoration changes macro AUC by "
-                         f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}: "
-                         f"{'significant' if sig else 'not significant'})")
+                         f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}: {said})")
             break
     if parts:
         answers["q2_restoration"] = "2. Does restoration-based augmentation simulate clinical imbalance? In this run, " + "; ".join(parts) + "."
@@ -141,15 +187,20 @@ def summary_section(ctx: Context) -> None:
             best = max(means, key=lambda m: means[m])
             text = f"3. Which model is best by AUC? {best} has the highest {key.replace('_', ' ')} ({fmt(means[best])})"
             comp_path = ctx.path("comparisons.csv")
-            if comp_path.exists() and len(means) > 1:
+            if len(means) < 2:
+                text = (f"3. Which model is best by AUC? Only one model was evaluated ({best}, {key.replace('_', ' ')} "
+                        f"{fmt(means[best])}): there is nothing to compare it with.")
+            elif comp_path.exists():
                 c = pd.read_csv(comp_path)
                 first_seed = _first_seed(metrics["models"][best])[0]
                 c = c[(c["metric"] == key) & (c["seed"].astype(str) == str(first_seed)) & ((c["model_a"] == best) | (c["model_b"] == best))]
                 sig = [r for r in c.itertuples() if _significant(r.p_holm, level)]
+                unassessed = int(c["note"].notna().sum()) if "note" in c.columns else 0  # an empty note reads as NaN
                 others = len(c)
                 if others:
                     text += (f"; its lead is significant (Holm-corrected, paired) against {len(sig)} of {others} other models"
                              + (f" ({', '.join(r.model_b if r.model_a == best else r.model_a for r in sig)})" if sig else "")
+                             + (f"; {unassessed} of these comparisons are not assessable on these data (see Table 1)" if unassessed else "")
                              + (", so the ranking at the top is not established by these data." if len(sig) < others else "."))
             answers["q3_best_by_auc"] = text
     ex = ctx.json("explain.json")
@@ -323,6 +374,8 @@ def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: s
     how = (f"mean ± sd over {max(seeds)} seeds" if max(seeds) > 1
            else f"test set, with {int(metrics['level'] * 100)}% stratified bootstrap CIs ({metrics['n_bootstrap']} resamples)")
     doc.table([label] + [h for _, h in HEADLINE], rows, f"{caption} ({how})")
+    undefined_note(doc, [(f"{name} {key}", _first_seed(m)[1]["metrics"].get(key))
+                         for name, m in metrics["models"].items() for key, _ in HEADLINE])
     for note in not_learnt(metrics, label):
         doc.p(note[0].upper() + note[1:] + " Its other numbers describe a constant or random guess, not a classifier.", "warning")
     return out
@@ -334,12 +387,14 @@ def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str
         sub = sub[sub["seed"].astype(str) == str(first_seed)]
     if not len(sub):
         return
+    notes = sub["note"] if "note" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
     rows = [
         [r.metric, r.model_a, r.model_b, fmt(r.difference), fmt_ci(r.difference, r.ci_low, r.ci_high), fmt_p(r.p_value),
-         fmt_p(r.p_holm), r.test, "yes" if str(r.significant) == "True" else "no"]
-        for r in sub.itertuples()
+         fmt_p(r.p_holm), r.test, verdict(r.significant, note)]
+        for r, note in zip(sub.itertuples(), notes)
     ]
     doc.table(["metric", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "significant"], rows, caption)
+    assessability_note(doc, [(f"{r.metric} ({r.model_a} vs {r.model_b})", note) for r, note in zip(sub.itertuples(), notes)])
 
 
 def models_section(ctx: Context) -> None:
@@ -363,10 +418,15 @@ def models_section(ctx: Context) -> None:
         _, s = _first_seed(m)
         rows.append([name] + [fmt_est(s["metrics"].get(f"auc_{c}")) for c in classes])
     doc.table(["model"] + [f"AUC {c}" for c in classes], rows, "One-vs-rest AUC per class (first seed, 95% CI)")
+    undefined_note(doc, [(f"{name} auc_{c}", _first_seed(m)[1]["metrics"].get(f"auc_{c}"))
+                         for name, m in metrics["models"].items() for c in classes])
 
     comp_path = ctx.path("comparisons.csv")
     first_seed = _first_seed(next(iter(metrics["models"].values())))[0]
-    if comp_path.exists():
+    if len(metrics["models"]) < 2:
+        doc.p(f"Only one model ({next(iter(metrics['models']))}) in this run: there is no other model to compare it with, "
+              "so there are no paired comparisons and no ranking.", "note")
+    elif comp_path.exists():
         comparisons = pd.read_csv(comp_path)
         comparisons_table(doc, comparisons, ["four_class", "screening"], ["accuracy", "auc_macro", "screening_auc"],
                           "Paired comparisons on the same test images: accuracy and macro AUC by paired bootstrap, "
@@ -375,16 +435,21 @@ def models_section(ctx: Context) -> None:
     q = metrics.get("question_1")
     if q:
         doc.h("Accuracy versus AUC", 3)
-        doc.table(["rank", "by accuracy", "by macro AUC"],
-                  [[i + 1, a, b] for i, (a, b) in enumerate(zip(q["ranked_by_accuracy"], q["ranked_by_auc"]))],
-                  "Models ranked by accuracy and by AUC")
+        by_acc, by_auc = q.get("ranked_by_accuracy") or [], q.get("ranked_by_auc") or []
+        if len(by_acc) > 1:
+            doc.table(["rank", "by accuracy", "by macro AUC"],
+                      [[i + 1, a, b] for i, (a, b) in enumerate(zip(by_acc, by_auc))],
+                      "Models ranked by accuracy and by AUC")
         doc.p(q["answer"], "answer")
         for pair in q.get("pairs", []):
             doc.p(pair["sentence"])
     rankings = metrics.get("rankings") or []
     n_seeds = max(len(m["seeds"]) for m in metrics["models"].values())
+    if n_seeds == 1:
+        doc.p("One training seed per model: the intervals above are over test images only; how much a result varies "
+              "from one training run to the next is not measured (set train.seeds to several seeds to measure it).", "note")
     if n_seeds > 1 and rankings:
-        rows = [[r["metric"], r["model_a"], r["model_b"], fmt(r["mean_a"]), fmt(r["mean_b"]), f"{r['fraction_seeds_a_better']:.0%}"]
+        rows = [[r["metric"], r["model_a"], r["model_b"], fmt(r["mean_a"]), fmt(r["mean_b"]), fmt_pct(r["fraction_seeds_a_better"])]
                 for r in rankings if r["metric"] in ("accuracy", "auc_macro", "screening_auc")]
         doc.table(["metric", "A (better on average)", "B", "mean A", "mean B", "seeds where A > B"], rows,
                   f"How stable each ranking is over {n_seeds} seeds")
@@ -452,6 +517,8 @@ def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
             out.append({"model": name, **entry})
     doc.table(["model", "prevalence", "PPV", "NPV", "PPV at op. point", "NPV at op. point", "AUPRC"], rows,
               "Positive and negative predictive value at realistic prevalences (95% CI)")
+    undefined_note(doc, [(f"{e['model']} {k} at prevalence {e['prevalence']:.4g}", e.get(k))
+                         for e in out for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
     ctx.results["prevalence"] = out
 
 
@@ -571,6 +638,11 @@ def augmentation_section(ctx: Context) -> None:
         if comp:
             ci = comp.get("ci") or [None, None]
             rows.append(["(e) flip rate, restoration − balanced", fmt_ci(comp.get("difference"), ci[0], ci[1]), "paired bootstrap over images"])
+        else:
+            missing = [n for n in ("restoration", "balanced") if n not in per_strategy]
+            rows.append(["(e) flip rate, restoration − balanced", "not compared",
+                         f"needs both strategies; this run has no {' and no '.join(repr(n) for n in missing) or 'comparison'} "
+                         "(augment.strategies)"])
     doc.table(["check", "result", "detail"], rows, "Five checks on the generated healthy images (95% CIs)")
     if any("psnr_blur" in r for r in cb.get("validation", [])):
         _quality_table(ctx, cb["validation"])
@@ -598,14 +670,22 @@ def strategies_section(ctx: Context) -> None:
     if ev and ev.get("models"):
         ctx.results["table2"] = metrics_table(doc, ev, "Table 2: test-set performance by strategy", label="strategy")
     tests = [t for t in table.get("paired_tests", []) if t.get("metric") in ("accuracy", "auc_macro", "screening_auc", "screening_sensitivity", "screening_specificity")]
+    reference = table.get("reference", "restoration")
+    if not tests:
+        names = list(counts)
+        why = (f"only one strategy ({names[0]}) was trained: there is nothing to compare it with" if len(names) == 1
+               else f"'{reference}' is not among the strategies ({', '.join(names)})" if reference not in names
+               else "there are no paired tests in strategies.json")
+        doc.p(f"No paired tests against {reference}: {why}.", "note")
     if tests:
         seeds = sorted({str(t.get("seed")) for t in tests})
         tests = [t for t in tests if str(t.get("seed")) == seeds[0]]
         doc.table(["strategy", "metric", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "significant"],
                   [[t["strategy"], t["metric"], fmt(t.get("difference")), fmt_ci(t.get("difference"), t.get("ci_low"), t.get("ci_high")),
-                    fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"), "yes" if str(t.get("significant")) == "True" else "no"]
+                    fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"), verdict(t.get("significant"), t.get("note"))]
                    for t in tests],
                   f"Paired tests of each strategy against restoration (seed {seeds[0]})")
+        assessability_note(doc, [(f"{t['metric']} ({t['strategy']})", t.get("note")) for t in tests])
 
 
 # ----------------------------------------------------------------------------- explanations

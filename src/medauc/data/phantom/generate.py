@@ -11,6 +11,9 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from medauc.progress import progress_bar
 
 from medauc import __version__ as medauc_version
 from medauc.config import Config, PhantomConfig, config_hash, to_dict
@@ -192,6 +195,37 @@ def _png(array: np.ndarray) -> bytes:
 _WORKER: dict[str, Any] = {}
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it ends, even by SIGKILL (no orphans left running).
+
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG). Elsewhere: a
+    daemon thread polls the parent id once a second.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medauc-parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _init_pool_worker(parent_pid: int, *init: Any) -> None:
+    _die_with_parent(parent_pid)
+    _init_worker(*init)
+
+
 def _init_worker(anatomy: str, anatomy_path: str | None, out_dir: str, pcfg: dict[str, Any], seed: int) -> None:
     _WORKER.update(
         anat=load_anatomy(anatomy, anatomy_path), out=Path(out_dir), pcfg=PhantomConfig(**pcfg), seed=seed
@@ -231,12 +265,12 @@ def generate_phantom(
     workers = min(pcfg.workers, len(tasks))
     if workers <= 1:
         _init_worker(*init)
-        rows = [_make(t) for t in tqdm(tasks, **bar)]
+        rows = [_make(t) for t in progress_bar(tasks, **bar)]
     else:
         # spawn, not fork: the caller may already run torch threads, which fork would copy broken.
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
-            rows = list(tqdm(pool.map(_make, tasks, chunksize=max(1, min(8, len(tasks) // (4 * workers)))), **bar))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(os.getpid(), *init)) as pool:
+            rows = list(progress_bar(pool.map(_make, tasks, chunksize=max(1, min(8, len(tasks) // (4 * workers)))), **bar))
     seconds = time.perf_counter() - started
     write_csv(out / "images.csv", rows)
     write_montages(out, rows)
@@ -315,6 +349,28 @@ def is_complete(folder: Path) -> bool:
     return (Path(folder) / "phantom.json").is_file()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.phantom-<key>.tmp-<pid>`` folders whose process no longer runs (a killed run's leftovers)."""
+    removed = []
+    for tmp in Path(root).glob(".phantom-*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            log.info("phantom: removing %s, left by process %s that no longer runs", tmp, pid)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def ensure_phantom(cfg: Config, cache_root: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
     """The phantom for ``cfg`` in the cache, generated on first use; returns its folder.
 
@@ -322,6 +378,7 @@ def ensure_phantom(cfg: Config, cache_root: str | os.PathLike[str] | None = None
     temporary sibling and renamed when complete, so an interrupted run never looks finished.
     """
     root = Path(cache_root) if cache_root else default_cache_root()
+    remove_stale_temps(root)
     final = root / f"phantom-{phantom_key(cfg)}"
     if is_complete(final) and not force:
         return final

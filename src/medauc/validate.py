@@ -1,0 +1,245 @@
+"""Up-front checks of every configuration value, run before the first stage starts.
+
+Types and unknown keys are checked when the config is built (:mod:`medauc.config`); this module
+checks ranges and choices (:func:`check_ranges`, no heavy imports) and the timm model names
+(:func:`check_models`, imports only timm's registry). Each error is a :class:`ConfigError` that
+names the key, the value received and what is allowed, e.g. ``train.batch_size=0: must be >= 1``.
+The stages keep their own checks for callers that bypass the CLI; the choices below mirror them
+(``tests/test_validate.py`` keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from medauc.config import Config, ConfigError, to_dict
+
+# The allowed strings of every choice-valued key. Stage modules check the same sets late.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("phantom", "folder"),
+    "data.split": ("random", "given"),
+    "phantom.confound": ("", "aspect", "intensity"),
+    "phantom.anatomy": ("auto", "colin27", "mni152"),
+    "phantom.planes": ("axial", "coronal", "sagittal"),
+    "model.in_chans": (1, 3),  # type: ignore[dict-item]
+    "train.monitor": ("val", "test"),
+    "train.imbalance": ("none", "weighted_loss", "balanced_sampler"),
+    "train.amp_dtype": ("auto", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("plateau", "onecycle"),
+    "augment.target": ("multiple", "count", "share"),
+    "augment.loss": ("l1", "mse"),
+    "augment.train_noise": ("uniform", "listed"),
+    "augment.lr_schedule": ("cosine", "constant"),
+    "augment.strategies": ("balanced", "restoration", "duplicate", "classic", "weighted_loss"),
+    "evaluate.question_auc": ("auc_macro", "screening_auc"),
+    "explain.methods": ("gradcam", "gradcampp", "scorecam"),
+    "report.formats": ("html", "md", "json"),
+}
+PHANTOM_CLASSES = ("healthy", "glioma", "meningioma", "pituitary")
+
+Check = Callable[[Any], str | None]  # value -> None when fine, else what is allowed
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be >= {low:g}"
+
+
+def between(low: float, high: float, low_open: bool = True, high_open: bool = True) -> Check:
+    """low < v < high by default; ``*_open=False`` includes that end."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+
+    def check(v: float) -> str | None:
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        return None if ok and math.isfinite(v) else f"must lie in {lo}{low:g}, {high:g}{hi}"
+
+    return check
+
+
+def one_of(key: str) -> Check:
+    allowed = CHOICES[key]
+    return lambda v: None if v in allowed else "must be one of " + ", ".join(repr(a) for a in allowed)
+
+
+def each(check: Check, non_empty: bool = True, unique: bool = False) -> Check:
+    def run(values: Sequence[Any]) -> str | None:
+        if non_empty and not values:
+            return "must not be empty"
+        if unique and len(set(values)) != len(values):
+            return "must not repeat a value"
+        for v in values:
+            why = check(v)
+            if why:
+                return f"{v!r} {why}"
+        return None
+
+    return run
+
+
+def member(key: str) -> Check:
+    allowed = CHOICES[key]
+    return lambda v: None if v in allowed else "is not one of " + ", ".join(repr(a) for a in allowed)
+
+
+def non_empty(v: str) -> str | None:
+    return None if str(v).strip() else "must not be empty"
+
+
+# key -> check, for keys whose check does not depend on other keys.
+RULES: dict[str, Check] = {
+    "name": non_empty,
+    "seed": at_least(0),
+    "data.source": one_of("data.source"),
+    "data.classes": each(non_empty, non_empty=False, unique=True),
+    "data.negative_class": non_empty,
+    "data.split": one_of("data.split"),
+    "data.test_fraction": between(0, 1),
+    "data.val_fraction": between(0, 1),
+    "data.image_size": at_least(8),
+    "data.near_duplicate_hamming": between(0, 64, low_open=False, high_open=False),
+    "data.workers": at_least(1),
+    "phantom.n": at_least(len(PHANTOM_CLASSES)),
+    "phantom.size": at_least(32),
+    "phantom.planes": each(member("phantom.planes"), unique=True),
+    "phantom.subtle_fraction": between(0, 1, low_open=False, high_open=False),
+    "phantom.lesion_contrast": between(0, 4, high_open=False),
+    "phantom.confound": one_of("phantom.confound"),
+    "phantom.anatomy": one_of("phantom.anatomy"),
+    "phantom.workers": at_least(1),
+    "model.names": each(non_empty, unique=True),
+    "model.in_chans": one_of("model.in_chans"),
+    "model.drop_rate": between(0, 1, low_open=False),
+    "train.epochs": at_least(1),
+    "train.batch_size": at_least(1),
+    "train.lr": between(0, math.inf),
+    "train.weight_decay": at_least(0),
+    "train.eps": between(0, math.inf),
+    "train.plateau_factor": between(0, 1),
+    "train.plateau_patience": at_least(0),
+    "train.early_stopping_patience": at_least(1),
+    "train.monitor": one_of("train.monitor"),
+    "train.imbalance": one_of("train.imbalance"),
+    "train.seeds": each(at_least(0), unique=True),
+    "train.amp_dtype": one_of("train.amp_dtype"),
+    "train.num_threads": at_least(0),
+    "train.device": one_of("train.device"),
+    "train.max_train_images": at_least(0),
+    "train.affine": between(0, 1, low_open=False, high_open=False),
+    "train.optimizer": one_of("train.optimizer"),
+    "train.schedule": one_of("train.schedule"),
+    "train.warmup": between(0, 1),
+    "train.label_smoothing": between(0, 1, low_open=False),
+    "augment.sigmas": each(between(0, 1, low_open=False, high_open=False)),
+    "augment.target": one_of("augment.target"),
+    "augment.image_size": at_least(8),
+    "augment.channels": each(at_least(1)),
+    "augment.epochs": at_least(1),
+    "augment.batch_size": at_least(1),
+    "augment.lr": between(0, math.inf),
+    "augment.loss": one_of("augment.loss"),
+    "augment.train_noise": one_of("augment.train_noise"),
+    "augment.lr_schedule": one_of("augment.lr_schedule"),
+    "augment.num_res_units": at_least(0),
+    "augment.patch_size": at_least(0),
+    "augment.strategies": each(member("augment.strategies"), non_empty=False, unique=True),
+    "augment.near_copy_threshold": between(0, 1, high_open=False),
+    "augment.num_threads": at_least(0),
+    "evaluate.n_bootstrap": at_least(1),
+    "evaluate.level": between(0, 1),
+    "evaluate.prevalences": each(between(0, 1), non_empty=False),
+    "evaluate.target_sensitivity": between(0, 1, high_open=False),
+    "evaluate.calibration_bins": at_least(1),
+    "evaluate.question_auc": one_of("evaluate.question_auc"),
+    "explain.methods": each(member("explain.methods"), unique=True),
+    "explain.per_class": at_least(0),
+    "explain.max_images": at_least(1),
+    "explain.batch_size": at_least(1),
+    "explain.min_grid": at_least(1),
+    "explain.pointing_tolerance": between(0, 1, low_open=False),
+    "report.formats": each(member("report.formats"), non_empty=False, unique=True),
+}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("aliases", "counts"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fail(key: str, value: Any, why: str) -> ConfigError:
+    shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+    if isinstance(value, list):
+        shown = "[" + ",".join(str(v) for v in value) + "]"
+    return ConfigError(f"{key}={shown}: {why}")
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every value in its range and every choice among the allowed strings; ConfigError on the first bad one.
+
+    Cheap (no torch): called by :func:`medauc.config.load_config`.
+    """
+    values = _flat(to_dict(cfg))
+    for key, check in RULES.items():
+        why = check(values[key])
+        if why:
+            raise _fail(key, values[key], why)
+    d, p, a = cfg.data, cfg.phantom, cfg.augment
+    if d.classes and d.negative_class not in d.classes:
+        raise _fail("data.negative_class", d.negative_class, f"must be one of data.classes ({', '.join(d.classes)})")
+    if len(d.classes) == 1:
+        raise _fail("data.classes", d.classes, "a classifier needs at least 2 classes ([] = the folders found)")
+    unknown = sorted(set(p.counts) - set(PHANTOM_CLASSES))
+    if unknown:
+        raise _fail("phantom.counts", p.counts, f"unknown class {unknown[0]!r}; classes are {', '.join(PHANTOM_CLASSES)}")
+    negative = {k: v for k, v in p.counts.items() if v < 0}
+    if negative:
+        raise _fail("phantom.counts", p.counts, "counts must be >= 0")
+    if p.counts and sum(p.counts.values()) < 1:
+        raise _fail("phantom.counts", p.counts, "must hold at least one image")
+    if len(a.channels) < 2:
+        raise _fail("augment.channels", a.channels, "the U-Net needs at least two levels, e.g. [16, 32, 64]")
+    div = 2 ** (len(a.channels) - 1)
+    if a.image_size % div:
+        raise _fail("augment.image_size", a.image_size, f"must be divisible by {div} (2**(levels-1) of augment.channels), e.g. {div * 8}")
+    if a.patch_size and a.patch_size < a.image_size and a.patch_size % div:
+        raise _fail("augment.patch_size", a.patch_size, f"must be divisible by {div}, e.g. {div * 4} (0 = whole images)")
+    if a.target == "multiple" and a.multiple < 1:
+        raise _fail("augment.multiple", a.multiple, "must be >= 1 (1 = no augmentation; the study used 6)")
+    if a.target == "count" and a.count < 1:
+        raise _fail("augment.count", a.count, "must be >= 1 with augment.target=count: the healthy training count to reach, e.g. 8400")
+    if a.target == "share" and not 0 < a.share < 1:
+        raise _fail("augment.share", a.share, "must lie in (0, 1) with augment.target=share, e.g. 0.7")
+
+
+def check_models(cfg: Config) -> None:
+    """``model.names`` and (when strategies run) ``augment.strategy_model`` are timm models.
+
+    Imports timm's registry (torch included) but no stage. ConfigError suggests similar names.
+    """
+    import timm
+
+    keys = [(f"model.names[{i}]", n) for i, n in enumerate(cfg.model.names)]
+    if cfg.augment.enabled and cfg.augment.strategies:
+        keys.append(("augment.strategy_model", cfg.augment.strategy_model))
+    for key, name in keys:
+        if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name):
+            continue
+        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+        hint = f"; similar names: {', '.join(close)}" if close else ""
+        raise ConfigError(f"{key}={name!r}: not a timm model{hint} (all: timm.list_models())")
+
+
+def validate(cfg: Config, models: bool = True) -> Config:
+    """Ranges, choices and (``models``) the timm names; returns ``cfg`` unchanged."""
+    check_ranges(cfg)
+    if models:
+        check_models(cfg)
+    return cfg

@@ -1,0 +1,62 @@
+"""Up-front config checks: ranges, choices and timm names, before any stage runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from medauc import cli
+from medauc.config import ConfigError, load_config
+from medauc.errors import MedaucError
+from medauc.validate import CHOICES, check_models
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", "train.batch_size=0: must be >= 1"),
+        ("data.image_size=0", "data.image_size=0: must be >= 8"),
+        ("train.epochs=0", "train.epochs=0: must be >= 1"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie in (0, 1)"),
+        ("train.optimizer=sgd", "train.optimizer='sgd': must be one of 'adam', 'adamw'"),
+        ("explain.methods=[gradcam,foo]", "'foo' is not one of 'gradcam'"),
+        ("augment.image_size=33", "augment.image_size=33: must be divisible by 2"),
+        ("evaluate.prevalences=[0.5,2]", "2.0 must lie in (0, 1)"),
+        ("data.classes=[glioma,pituitary]", "data.negative_class='healthy': must be one of data.classes"),
+    ],
+)
+def test_out_of_range_values_name_key_and_range(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config("smoke", [override])
+    assert message in str(exc.value)
+    assert isinstance(exc.value, MedaucError)
+
+
+def test_model_names_are_checked_against_timm_with_suggestions():
+    with pytest.raises(ConfigError, match=r"model.names\[1\]='densnet121': not a timm model; similar names: densenet121"):
+        check_models(load_config("smoke", ["model.names=[test_resnet,densnet121]"]))
+    with pytest.raises(ConfigError, match="augment.strategy_model='resnet_18'.*resnet18"):
+        check_models(load_config("smoke", ["augment.strategy_model=resnet_18"]))
+    check_models(load_config("smoke", ["augment.enabled=false", "augment.strategy_model=nothing"]))  # not used
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "run"])
+def test_every_command_refuses_before_any_stage(tmp_path, capsys, command):
+    out = tmp_path / "r"
+    t = time.perf_counter()
+    rc = cli.main([command, "--config", "smoke", "--out", str(out), "model.names=[notamodel]"])
+    assert rc == 2 and time.perf_counter() - t < 30  # no phantom, no prepare: just the registry
+    assert "model.names[0]='notamodel': not a timm model" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_choices_mirror_the_stages():
+    from medauc.augment.strategies import STRATEGIES
+    from medauc.classify import train
+    from medauc.explain.cam import METHODS
+
+    assert CHOICES["augment.strategies"] == STRATEGIES
+    assert CHOICES["explain.methods"] == tuple(METHODS)
+    assert CHOICES["train.imbalance"] == train.IMBALANCE and CHOICES["train.optimizer"] == train.OPTIMIZERS
+    assert CHOICES["train.schedule"] == train.SCHEDULES and CHOICES["train.amp_dtype"] == train.AMP_DTYPES
