@@ -533,6 +533,7 @@ def _ci_text(d: dict[str, Any] | None, value_key: str = "share", digits: int = 4
 
 
 def _examples_figure(ctx: Context) -> None:
+    from medauc.augment.denoiser import resize_images
     from medauc.data.images import load_image
 
     path = ctx.path("augment/manifest.csv")
@@ -545,20 +546,21 @@ def _examples_figure(ctx: Context) -> None:
     if not len(gen):
         return
     by_id = df.set_index("image_id")
-    sources = list(dict.fromkeys(gen["source_image_id"]))[:3]
     sigmas = sorted({float(x) for x in gen["sigma"] if x != ""})
     rows, labels = [], []
-    for src in sources:
-        row = [load_image(by_id.loc[src, "path"])]
-        for sg in sigmas:
-            hit = gen[(gen["source_image_id"] == src) & (gen["sigma"].astype(float) == sg)]
-            if len(hit):
-                row.append(load_image(hit.iloc[0]["path"]))
-        rows.append(row)
-        labels.append(str(src)[-18:])
-    ctx.doc.figure(figures.image_grid(rows, labels, ["original"] + [f"restored σ={sg:g}" for sg in sigmas]),
-                   "Restoration-based augmentation: each healthy training image (left) and the U-Net's restorations "
-                   "of noisy copies at each noise level.", "augment_examples.png", 800)
+    # One row per noise level, each with its own source: every source has only some of the sigmas
+    # (6x: each source once at each sigma; fewer: a few), so a column per sigma would mislabel.
+    # The source is shown at the generated images' size: what the denoiser saw, not the sharper original.
+    for sg in sigmas:
+        hit = gen[gen["sigma"].astype(float) == sg].iloc[0]
+        restored = load_image(hit["path"])
+        original = resize_images(load_image(by_id.loc[hit["source_image_id"], "path"])[None], restored.shape[0])[0]
+        rows.append([original, restored])
+        labels.append(f"σ={sg:g}, {str(hit['source_image_id'])[-14:]}")
+    ctx.doc.figure(figures.image_grid(rows, labels, [f"source, {rows[0][1].shape[0]} px", "restored"], cell=1.8),
+                   "Restoration-based augmentation: generated healthy training images, one per noise level σ, beside the "
+                   "healthy training image each was made from (noise of that σ added, then removed by the U-Net).",
+                   "augment_examples.png", 500)
 
 
 def _baselines_figure(ctx: Context) -> None:
@@ -660,9 +662,15 @@ def strategies_section(ctx: Context) -> None:
     if not table:
         return
     ev = table.get("evaluation")
+    meaning = {
+        "balanced": "the original data", "restoration": "the study's augmentation",
+        "duplicate": "healthy images repeated to the same count",
+        "classic": "healthy images flipped, rotated and intensity-jittered to the same count",
+        "weighted_loss": "original data, class-weighted loss",
+    }
+    run = list(dict.fromkeys(r["strategy"] for r in table.get("rows", [])))
     doc.p(f"The same model ({table.get('model')}), split, test set and seeds under each way of handling the healthy-class imbalance: "
-          "balanced = the original data; restoration = the study's augmentation; duplicate = healthy images repeated to the same count; "
-          "classic = healthy images flipped, rotated and intensity-jittered to the same count; weighted_loss = original data, class-weighted loss.")
+          + "; ".join(f"{n} = {meaning.get(n, n)}" for n in run) + ".")
     counts = {}
     for r in table.get("rows", []):
         counts.setdefault(r["strategy"], [r.get("n_train"), r.get("n_train_healthy"), r.get("imbalance")])
