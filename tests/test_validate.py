@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import pytest
 
 from medauc import cli
@@ -60,3 +62,38 @@ def test_choices_mirror_the_stages():
     assert CHOICES["explain.methods"] == tuple(METHODS)
     assert CHOICES["train.imbalance"] == train.IMBALANCE and CHOICES["train.optimizer"] == train.OPTIMIZERS
     assert CHOICES["train.schedule"] == train.SCHEDULES and CHOICES["train.amp_dtype"] == train.AMP_DTYPES
+
+
+def test_shipped_timm_names_equal_the_installed_timm_and_need_no_torch(monkeypatch):
+    """timm_models.txt is the pinned timm's list_models(): names are checked without importing torch
+    (after a timm upgrade: scripts/update_timm_names.py)."""
+    import subprocess
+    import sys
+
+    import timm
+
+    from medauc.validate import timm_model_names
+
+    assert timm_model_names() == timm.list_models()
+    # a fresh interpreter checks a good and a bad name without loading torch
+    code = ("import sys; from medauc.config import load_config; from medauc.validate import check_models\n"
+            "check_models(load_config('smoke', ['model.names=[resnet18,resnet18.a1_in1k]']))\n"
+            "try:\n    check_models(load_config('smoke', ['model.names=[densnet121]']))\nexcept Exception as e: print(e)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "similar names: densenet121" in out and out.strip().endswith("False")
+    monkeypatch.setattr("medauc.validate.TIMM_NAMES", Path(timm.__file__))  # not a names file: falls back to timm itself
+    assert timm_model_names() is None
+    with pytest.raises(ConfigError, match="not a timm model"):
+        check_models(load_config("smoke", ["model.names=[densnet121]"]))
+
+
+def test_cli_refuses_a_bad_config_before_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from medauc.cli import main\n"
+            "rc = main(['train', '--config', 'smoke', '--out', '/nonexistent/x', 'train.batch_size=0'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "2 False" and "train.batch_size=0: must be >= 1" in run.stderr

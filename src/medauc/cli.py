@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+
+
+def _early_config_error(command: str, argv: list[str]) -> str | None:
+    """The config's error, found before the stage's module (and torch) is imported: under a second.
+
+    Reads ``--config`` and the ``key=value`` overrides straight from ``argv``; anything this quick
+    look cannot read is left to the full parser, which checks the same things again.
+    """
+    if command not in STAGES or not STAGES[command][2] or any(a in ("-h", "--help") for a in argv):
+        return None
+    from medauc.config import ConfigError, load_config
+    from medauc.validate import check_models
+
+    config, overrides = "demo", []
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+        elif OVERRIDE.match(a) and not (i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]):
+            overrides.append(a)
+    try:
+        check_models(load_config(config, overrides))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from medauc.config import ConfigError
     from medauc.errors import MedaucError
@@ -75,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in STAGES), "")
+    early = _early_config_error(command, argv)
+    if early:
+        print(f"medauc {command}: error: {early}", file=sys.stderr)
+        return 2
     parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,20 +220,44 @@ def check_ranges(cfg: Config) -> None:
         raise _fail("augment.share", a.share, "must lie in (0, 1) with augment.target=share, e.g. 0.7")
 
 
+TIMM_NAMES = Path(__file__).with_name("timm_models.txt")
+
+
+def timm_model_names() -> list[str] | None:
+    """``timm.list_models()`` of the installed timm, read from ``timm_models.txt`` without importing
+    timm (and torch: ~5 s); None when the file was made for another timm version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("timm")
+    except PackageNotFoundError:
+        return None
+    lines = TIMM_NAMES.read_text(encoding="utf-8").splitlines() if TIMM_NAMES.is_file() else []
+    if not lines or not lines[0].startswith(f"# timm {installed}:"):
+        return None
+    return [n for n in lines[1:] if n]
+
+
 def check_models(cfg: Config) -> None:
     """``model.names`` and (when strategies run) ``augment.strategy_model`` are timm models.
 
-    Imports timm's registry (torch included) but no stage. ConfigError suggests similar names.
+    Reads the shipped list of the pinned timm's names (under a second); another timm version
+    imports timm's registry instead (torch included, a few seconds). ConfigError suggests similar names.
     """
-    import timm
-
     keys = [(f"model.names[{i}]", n) for i, n in enumerate(cfg.model.names)]
     if cfg.augment.enabled and cfg.augment.strategies:
         keys.append(("augment.strategy_model", cfg.augment.strategy_model))
+    names = timm_model_names()
+    if names is None:
+        import timm
+
+        names = timm.list_models()
+    known = set(names)
     for key, name in keys:
-        if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name):
+        # "resnet18.a1_in1k": the architecture before the pretrained tag must be known
+        if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or name.split(".", 1)[0] in known:
             continue
-        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+        close = difflib.get_close_matches(name, names, n=6, cutoff=0.6)
         hint = f"; similar names: {', '.join(close)}" if close else ""
         raise ConfigError(f"{key}={name!r}: not a timm model{hint} (all: timm.list_models())")
 
