@@ -40,6 +40,30 @@ def history(run: Path, model: str = "test_resnet", seed: int = 0) -> pd.DataFram
     return pd.read_csv(run / "train" / model / str(seed) / "history.csv").drop(columns=["seconds", "images_per_s", "data_wait_fraction"])
 
 
+def killed_then_resumed(config, run: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch, on_kill=None) -> dict:
+    """Train ``config`` in ``run``, killed after epoch 2's training pass (before it is recorded), then run
+    the same command again; returns the resumed run's result. ``on_kill(trainer)`` runs at the kill."""
+    original = tr.Trainer.train_epoch
+
+    def killed_in_epoch_2(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.epoch == 1:  # epoch 2 ran, but the process dies before recording it
+            if on_kill is not None:
+                on_kill(self)
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_stage(config, run, manifest)
+    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
+    return tr.train_stage(config, run, manifest)[0]
+
+
+def predictions_of(result: dict) -> pd.DataFrame:
+    return pd.read_csv(result["predictions"]["test"])
+
+
 def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
     manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,22 +71,16 @@ def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
     whole = tr.train_stage(cfg(*VIT), tmp_path / "a", manifest)[0]
     assert whole["epochs"] == 3 and whole["best_epoch"] == 3 and not whole["skipped"]
 
-    original = tr.Trainer.train_epoch
+    at_kill = {}
 
-    def killed_in_epoch_2(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.epoch == 1:  # epoch 2 ran, but the process dies before recording it
-            raise KeyboardInterrupt
-        return out
+    def look(trainer: tr.Trainer) -> None:
+        at_kill["history"] = len(history(tmp_path / "b", "test_vit"))
+        at_kill["state"] = torch.load(tmp_path / "b/train/test_vit/0/last.pt", weights_only=True)
 
-    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        tr.train_stage(cfg(*VIT), tmp_path / "b", manifest)
-    assert len(history(tmp_path / "b", "test_vit")) == 1
-    state = torch.load(tmp_path / "b/train/test_vit/0/last.pt", weights_only=True)
+    resumed = killed_then_resumed(cfg(*VIT), tmp_path / "b", manifest, monkeypatch, look)
+    assert at_kill["history"] == 1
+    state = at_kill["state"]
     assert state["epoch"] == 1 and "shuffle" in state["rng"] and "numpy" in state["rng"]
-    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
-    resumed = tr.train_stage(cfg(*VIT), tmp_path / "b", manifest)[0]
     assert resumed["epochs"] == 3
     assert not (tmp_path / "b/train/test_vit/0/last.pt").exists()  # a finished model needs no resume state
 
@@ -171,21 +189,9 @@ def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise() -> None:
 def test_affine_augmentation_is_seeded_and_resumable(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     aff = ["train.affine=1.0", "train.epochs=2"]
     a = tr.train_stage(cfg(*aff), tmp_path / "a", manifest)[0]
-    original = tr.Trainer.train_epoch
-
-    def killed_in_epoch_2(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        tr.train_stage(cfg(*aff), tmp_path / "b", manifest)
-    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
-    b = tr.train_stage(cfg(*aff), tmp_path / "b", manifest)[0]
+    b = killed_then_resumed(cfg(*aff), tmp_path / "b", manifest, monkeypatch)
     plain = tr.train_stage(cfg("train.epochs=2"), tmp_path / "c", manifest)[0]
-    read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
+    read = predictions_of
     assert read(a).equals(read(b))  # same seed, interrupted or not: the same bits
     assert not read(a).equals(read(plain))  # and the augmentation does change training
 
@@ -205,23 +211,11 @@ def test_mixed_precision_loss_scaling_and_resume(manifest: Path, tmp_path: Path,
     monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: tr.amp_context("cpu", "fp16"))
     two = ["train.epochs=2"]
     a = tr.train_stage(cfg(*two), tmp_path / "a", manifest)[0]
-    original = tr.Trainer.train_epoch
     saved = {}
-
-    def killed_in_epoch_2(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.epoch == 1:
-            saved.update(torch.load(self.last_path, weights_only=True))
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        tr.train_stage(cfg(*two), tmp_path / "b", manifest)
+    b = killed_then_resumed(cfg(*two), tmp_path / "b", manifest, monkeypatch,
+                            lambda trainer: saved.update(torch.load(trainer.last_path, weights_only=True)))
     assert saved["scaler"]["scale"] > 0 and "_growth_tracker" in saved["scaler"]  # the loss scale is checkpointed
-    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
-    b = tr.train_stage(cfg(*two), tmp_path / "b", manifest)[0]
-    read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
+    read = predictions_of
     assert read(a).equals(read(b))  # interrupted or not: the same bits, loss scale included
     assert np.allclose(read(a).filter(like="prob_").sum(axis=1), 1.0)
     assert load_trained(a["model_dir"])[1]["precision"] == "float16"
@@ -254,20 +248,8 @@ def test_adamw_one_cycle_label_smoothing_change_training_and_resume_bit_for_bit(
     a = tr.train_stage(cfg(*recipe), tmp_path / "a", manifest)[0]
     lrs = history(tmp_path / "a")["lr"].tolist()
     assert lrs[0] == pytest.approx(0.001 / 25)  # the cycle starts low, not at train.lr
-    original = tr.Trainer.train_epoch
-
-    def killed_in_epoch_2(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        tr.train_stage(cfg(*recipe), tmp_path / "b", manifest)
-    monkeypatch.setattr(tr.Trainer, "train_epoch", original)
-    b = tr.train_stage(cfg(*recipe), tmp_path / "b", manifest)[0]
-    read = lambda r: pd.read_csv(r["predictions"]["test"])  # noqa: E731
+    b = killed_then_resumed(cfg(*recipe), tmp_path / "b", manifest, monkeypatch)
+    read = predictions_of
     assert read(a).equals(read(b))  # the rate comes from the step number: a resumed run continues the same cycle
     for i, part in enumerate(recipe[:3]):  # each part of the recipe changes the result on its own
         single = tr.train_stage(cfg(part, "train.epochs=2"), tmp_path / f"c{i}", manifest)[0]
