@@ -89,6 +89,13 @@ def undefined_share(replicates: np.ndarray) -> float:
     return float(np.count_nonzero(~np.isfinite(r)) / r.size)
 
 
+def estimate_cell(value: float, replicates: np.ndarray, level: float) -> dict[str, float]:
+    """``{value, low, high, undefined_share}`` of one metric: the percentile interval of its bootstrap
+    ``replicates`` (B,) leaves out the undefined ones, and ``undefined_share`` says how many there were."""
+    low, high = percentile_interval(replicates, level)
+    return {"value": value, "low": low, "high": high, "undefined_share": undefined_share(replicates)}
+
+
 def paired_p_value(differences: np.ndarray) -> float:
     """Two-sided bootstrap p-value that a paired difference is 0, from its replicates (B,).
 

@@ -37,6 +37,7 @@ from medauc.errors import EvaluationError
 from medauc.evaluate.bootstrap import (
     UNDEFINED_SHARE_WARN,
     bootstrap_many,
+    estimate_cell,
     paired_p_value,
     percentile_interval,
     undefined_share,
@@ -168,12 +169,6 @@ def _align(test: Predictions, ref: Predictions) -> Predictions:
             f"(e.g. {ref.image_ids[i]}: {test.classes[test.y[i]]} vs {ref.classes[ref.y[i]]}); they come from different manifests"
         )
     return test
-
-
-def _cell(value: float, reps: np.ndarray, level: float) -> dict[str, float]:
-    """``{value, low, high, undefined_share}``: the interval leaves out the undefined replicates, and says how many."""
-    low, high = percentile_interval(reps, level)
-    return {"value": value, "low": low, "high": high, "undefined_share": undefined_share(reps)}
 
 
 PER_CLASS_PREFIXES = ("auc", "sensitivity", "specificity", "ppv", "f1")
@@ -492,7 +487,7 @@ def evaluate_predictions(
             "test_file": e.test.source,
             "n": e.test.n,
             "n_per_class": {c: int(n) for c, n in zip(e.test.classes, np.bincount(e.test.y, minlength=len(e.test.classes)))},
-            "metrics": {k: _cell(v, e.replicates[k], ev.level) for k, v in e.values.items()},
+            "metrics": {k: estimate_cell(v, e.replicates[k], ev.level) for k, v in e.values.items()},
             "confusion_matrix": {"rows": "true class", "columns": "arg-max class", "classes": list(e.test.classes),
                                  "counts": e.engine.confusion_matrix().tolist()},
             "operating_point": e.operating_point,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from medauc.evaluate.bootstrap import percentile_interval, undefined_share
+from medauc.evaluate.bootstrap import estimate_cell
 
 
 def ppv_at(sens: Any, spec: Any, prevalence: float) -> np.ndarray:
@@ -44,8 +44,7 @@ def prevalence_table(
     from medauc.evaluate.metrics import prevalence_key
 
     def cell(name: str) -> dict[str, float]:
-        low, high = percentile_interval(replicates[name], level)
-        return {"value": values[name], "low": low, "high": high, "undefined_share": undefined_share(replicates[name])}
+        return estimate_cell(values[name], replicates[name], level)
 
     rows: list[dict[str, Any]] = []
     for p in prevalences:
