@@ -17,3 +17,12 @@ def _one_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _release_run_folders():
+    # A test that opened a run folder in this process must not leave it locked for the next one.
+    yield
+    from medauc.runs import release_all
+
+    release_all()

@@ -118,6 +118,8 @@ def test_checks_file_and_denoiser_written(augmented_run):
     assert 0 <= on_disk["d_artefact_detectability"]["auc"] <= 1
     assert (run_dir / "augment" / "denoiser.safetensors").is_file()
     assert json.loads((run_dir / "augment" / "denoiser.json").read_text())["n_train"] == 24
+    assert on_disk["image_size"] == {"denoiser": 32, "classifier": 32, "warning": None}
+    assert on_disk["d_artefact_detectability"]["image_size"] == 32
 
 
 def test_rerun_is_skipped_and_changed_config_needs_force(augmented_run):
@@ -148,6 +150,37 @@ def test_generation_is_deterministic(tmp_path):
     hb = read_manifest(b / "augment" / "manifest.csv")["sha256"].tolist()
     assert ha == hb and len(ha) == 21 + 12  # 21 originals + 12 generated (2x healthy train)
     assert np.isfinite(json.loads((a / "augment_checks.json").read_text())["d_artefact_detectability"]["auc"])
+
+
+def test_denoiser_at_another_size_is_warned_and_check_d_sees_the_classifier_size(tmp_path, monkeypatch, caplog):
+    from medauc.augment import checks
+
+    seen = []
+
+    def spy(originals, generated, *args, **kwargs):
+        seen.append((originals.shape, generated.shape))
+        return real(originals, generated, *args, **kwargs)
+
+    real = checks.artefact_detectability
+    monkeypatch.setattr(checks, "artefact_detectability", spy)
+    make_run(tmp_path, {"healthy": (12, 2, 2), "glioma": (3, 1, 1)})
+    cfg = tiny_config(**{"augment.image_size": 16, "data.image_size": 32, "augment.sigmas": [0.1], "augment.multiple": 2.0,
+                         "data.classes": ["healthy", "glioma"]})
+    with caplog.at_level("WARNING", logger="medauc.augment.command"):
+        result = augment_stage(cfg, tmp_path, progress=False)
+    # check (d) on the 12 originals and 12 restorations as the classifier reads them (32 px), not as
+    # the denoiser made them (16 px): the resizing signature is part of what it must catch
+    assert seen == [((12, 32, 32), (12, 32, 32))]
+    assert result["d_artefact_detectability"]["image_size"] == 32
+    assert result["image_size"]["denoiser"] == 16 and result["image_size"]["classifier"] == 32
+    assert "augment.image_size=16 differs from data.image_size=32" in result["image_size"]["warning"]
+    assert result["image_size"]["warning"] in caplog.text
+    from medauc import stages
+    from medauc.config import replace
+
+    # check (d) depends on the classifier's size: another one must recompute the stage
+    key = stages.stage_key(stages.get("augment"), cfg, tmp_path)
+    assert stages.stage_key(stages.get("augment"), replace(cfg, **{"data.image_size": 64}), tmp_path) != key
 
 
 def test_command_options_and_disabled_stage(tmp_path, capsys):

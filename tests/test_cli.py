@@ -3,12 +3,13 @@ import sys
 
 import pytest
 
-from medauc.cli import STAGES, build_parser, main
+from medauc.cli import build_parser, main
+from medauc.stages import COMMANDS
 
 
 def test_every_stage_has_help(capsys):
     parser = build_parser()
-    for name in STAGES:
+    for name in COMMANDS:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([name, "--help"])
         assert exc.value.code == 0

@@ -92,3 +92,17 @@ def test_top_level_configs_is_the_package_folder():
     root = Path(__file__).resolve().parents[1]
     assert (root / "configs" / "demo.yaml").is_file()  # the path the README gives
     assert (root / "configs").resolve() == CONFIG_DIR
+
+
+def test_denoiser_size_defaults_to_the_classifier_size():
+    assert Config().augment.image_size == 0  # 0 = data.image_size, resolved by load_config
+    default = load_config(None)
+    assert default.augment.image_size == default.data.image_size == 224  # was 128: upsampled generated images
+    assert load_config(None, ["data.image_size=96"]).augment.image_size == 96
+    assert load_config("smoke", ["augment.image_size=16"]).augment.image_size == 16  # an explicit size is kept
+    with pytest.raises(ConfigError, match=r"augment.image_size=4: must be 0 \(= data.image_size\) or >= 8"):
+        load_config(None, ["augment.image_size=4"])
+    # the U-Net's divisibility names the size it got from data.image_size, and how to choose another
+    with pytest.raises(ConfigError, match=r"augment.image_size=100: must be divisible by 8.*takes data.image_size=100"):
+        load_config(None, ["data.image_size=100"])
+    assert load_config(None, ["data.image_size=100", "augment.enabled=false"]).data.image_size == 100

@@ -116,3 +116,23 @@ def test_shortcut_audit_skips_when_a_class_is_tiny_and_stats_per_class():
     stats = audit.class_stats(recs, labels, ["healthy", "glioma", "meningioma"])
     assert stats["healthy"]["n"] == 3 and stats["healthy"]["formats"] == {"PNG": 3}
     assert stats["healthy"]["aspect_ratio"]["median"] == pytest.approx(1.0)
+
+
+def test_shortcut_audit_folds_keep_patients_whole():
+    # Each patient's scanner gives all its slices one image size, unrelated to the class. Folds by
+    # image see a patient's other slices in training and "predict" the class from the size (a
+    # patient shortcut); folds by patient must not. Catches passing groups=None or plain KFold.
+    classes = ["healthy", "glioma", "meningioma", "pituitary"]
+    rng = np.random.default_rng(1)
+    recs, labels, groups = [], [], []
+    for p in range(48):
+        label, side = classes[p % 4], int(rng.integers(40, 120))
+        for _ in range(5):
+            recs.append({"width": side, "height": side, "mode": "L", "format": "PNG", "file_size": side * side,
+                         **{k: 0.5 for k in audit.INTENSITY_FEATURES}})
+            labels.append(label)
+            groups.append(p)
+    by_image = audit.shortcut_audit(recs, labels, classes, seed=0)
+    by_patient = audit.shortcut_audit(recs, labels, classes, seed=0, groups=groups)
+    assert by_image["folds_by"] == "image" and by_image["macro"] > 0.9
+    assert by_patient["folds_by"] == "patient" and by_patient["macro"] < 0.7

@@ -23,8 +23,9 @@ MODELS = {"test_resnet": 1.6, "test_vit": 2.4, "test_effnet": 1.7}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    simulate_run(root, MODELS, seeds=(0, 1), n_per_class=(50, 30, 30, 30))
-    cfg = load_config("smoke", ["evaluate.n_bootstrap=200", "model.names=[test_vit,test_resnet]"])
+    # test_effnet and seed 2 stand for an older run's folders: not configured, so not evaluated
+    simulate_run(root, MODELS, seeds=(0, 1, 2), n_per_class=(50, 30, 30, 30))
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=200", "model.names=[test_vit,test_resnet]", "train.seeds=[0,1]"])
     run_dir = runs.open_run(root, cfg)
     result = evaluate_stage(cfg, run_dir)
     return cfg, run_dir, result
@@ -34,7 +35,7 @@ def test_metrics_json_has_every_metric_with_ci_and_definition(run):
     cfg, run_dir, result = run
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk["schema"] == "medauc.metrics/1"
-    assert list(on_disk["models"]) == ["test_vit", "test_resnet", "test_effnet"]  # config order first
+    assert list(on_disk["models"]) == ["test_vit", "test_resnet"]  # config order, configured models only
     seed0 = on_disk["models"]["test_vit"]["seeds"]["0"]
     assert seed0["n"] == 140 and seed0["n_per_class"]["healthy"] == 50
     metrics = seed0["metrics"]
@@ -56,6 +57,30 @@ def test_metrics_json_has_every_metric_with_ci_and_definition(run):
     summary = on_disk["models"]["test_vit"]["summary"]["accuracy"]
     assert summary["n_seeds"] == 2 and summary["sd"] >= 0
     assert summary["mean"] == pytest.approx(np.mean(list(summary["values"].values())))
+
+
+def test_unconfigured_models_and_seeds_are_ignored_not_compared(run):
+    _, run_dir, result = run
+    assert all(list(m["seeds"]) == ["0", "1"] for m in result["models"].values())
+    ignored = {(r["model"], r["seed"]): r["reason"] for r in result["ignored"]}
+    assert ignored == {("test_effnet", 0): "model not in model.names", ("test_effnet", 1): "model not in model.names",
+                       ("test_effnet", 2): "model not in model.names", ("test_vit", 2): "seed not in train.seeds",
+                       ("test_resnet", 2): "seed not in train.seeds"}
+    with open(run_dir / "comparisons.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    # an old model in the Holm family would change every adjusted p: none of its rows may be there
+    assert {r["model_a"] for r in rows} | {r["model_b"] for r in rows} == {"test_vit", "test_resnet"}
+    assert {r["seed"] for r in rows} == {"0", "1"}
+
+
+def test_configured_model_or_seed_without_predictions_is_an_error(run, tmp_path):
+    cfg, run_dir, _ = run
+    for override, name in (("model.names", "model.names=[test_vit,test_resnet,resnet18]"), ("train.seeds", "train.seeds=[0,3]")):
+        other = load_config("smoke", ["evaluate.n_bootstrap=200", "model.names=[test_vit,test_resnet]", "train.seeds=[0,1]", name])
+        copy = tmp_path / override
+        shutil.copytree(run_dir, copy)
+        with pytest.raises(EvaluationError, match=rf"{override} includes .*run `medauc train`"):
+            evaluate_stage(other, copy, force=True)
 
 
 def test_comparisons_csv_rows_and_delong_values(run):
@@ -156,7 +181,7 @@ def test_cli_evaluate_and_compare(run, tmp_path, capsys):
     shutil.copytree(run_dir, copy)
     (copy / ".medauc" / "stages" / "evaluate.json").unlink()
     assert cli.main(["evaluate", "--config", "smoke", "--out", str(copy), "evaluate.n_bootstrap=200",
-                     "model.names=[test_vit,test_resnet]"]) == 0
+                     "model.names=[test_vit,test_resnet]", "train.seeds=[0,1]"]) == 0
     assert "Best by accuracy" in capsys.readouterr().out
     a, b = copy / "predictions/test_vit/0/test.csv", copy / "predictions/test_resnet/0/test.csv"
     assert cli.main(["compare", str(a), str(b), "--n-bootstrap", "100"]) == 0

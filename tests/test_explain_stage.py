@@ -148,6 +148,26 @@ def test_other_inputs_need_force(tmp_path, stand_ins):
     assert again["panels"] == {} and not (run / "explain" / "gradcam_glioma.png").exists()
 
 
+def test_only_configured_models_and_seeds_are_explained(tmp_path, stand_ins):
+    import shutil
+
+    from medauc.explain import stage
+
+    cfg = _cfg(**{"explain.sanity_check": False, "explain.per_class": 0, "explain.max_images": 8})
+    run = _make_run(tmp_path, cfg)  # trains test_resnet and test_vit, seed 0
+    shutil.copytree(run / "train/test_resnet/0", run / "train/test_resnet/7")  # a seed not in train.seeds
+    only = replace(cfg, **{"model.names": ["test_resnet"]})
+    result = stage.explain_stage(only, run)
+    assert list(result["models"]) == ["test_resnet"] and result["models"]["test_resnet"]["dir"] == "train/test_resnet/0"
+    assert result["ignored"] == [{"model": "test_resnet", "seed": 7, "reason": "seed not in train.seeds"},
+                                 {"model": "test_vit", "seed": 0, "reason": "model not in model.names"}]
+    # a configured seed that was never trained is not silently replaced by another one
+    with pytest.raises(ModelError, match=r"model.names includes 'test_resnet'.*train.seeds=\[3\].*medauc train"):
+        stage.explain_stage(replace(only, **{"train.seeds": [3]}), run, force=True)
+    with pytest.raises(ModelError, match="model.names includes 'resnet18'"):
+        stage.explain_stage(replace(cfg, **{"model.names": ["test_resnet", "resnet18"]}), run, force=True)
+
+
 def test_cli_runs_the_stage(tmp_path, stand_ins, capsys):
     from medauc.cli import main
 

@@ -7,10 +7,14 @@ import pytest
 
 from medauc.config import PhantomConfig, load_config, replace
 from medauc.data.phantom.anatomy import load_anatomy
-from medauc.data.phantom.generate import _validate, phantom_key, render
+from medauc.data.phantom.generate import _validate, phantom_key, render_subject
 from medauc.errors import DataError
 
 BASE = PhantomConfig(n=8, size=64, workers=1, subtle_fraction=0.0)
+
+
+def render(anat, cls, pcfg, seed, index):
+    return render_subject(anat, cls, pcfg, seed, index, 1).slices[0]
 
 
 @pytest.fixture(scope="module")

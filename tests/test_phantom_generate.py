@@ -1,8 +1,10 @@
-"""The built-in phantom: anatomy, lesion placement, masks, determinism, fallback, confounds."""
+"""The built-in phantom: anatomy, lesion placement, masks, determinism, fallback, confounds, subjects."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from scipy import ndimage as ndi
 from medauc.config import PhantomConfig, load_config, replace
 from medauc.data.phantom import CLASSES, class_counts, ensure_phantom, generate_phantom
 from medauc.data.phantom.anatomy import load_anatomy
-from medauc.data.phantom.generate import render
+from medauc.data.phantom.generate import plan, render_subject
 from medauc.errors import DataError
 
 SMALL = PhantomConfig(n=16, size=80, workers=1)
@@ -28,6 +30,11 @@ def phantom(tmp_path_factory):
     out = tmp_path_factory.mktemp("phantom")
     summary = generate_phantom(out, SMALL, seed=3)
     return out, summary
+
+
+def render(anat, cls, pcfg, seed, index):
+    """The first slice of subject ``index``, a subject of one slice."""
+    return render_subject(anat, cls, pcfg, seed, index, 1).slices[0]
 
 
 def _renders(anat, cls, n, pcfg=SMALL, seed=11):
@@ -49,7 +56,8 @@ def test_layout_and_masks_nonempty_exactly_for_tumours(phantom):
     meta = json.loads((out / "phantom.json").read_text())
     assert meta["seed"] == 3 and meta["anatomy"]["source"] in ("colin27", "mni152")
     assert sum(meta["counts"].values()) == SMALL.n == summary["n_images"]
-    for name in ["montage.png", "montage_masks.png", "images.csv", *(f"montage_{c}.png" for c in CLASSES)]:
+    for name in ["montage.png", "montage_masks.png", "montage_subjects.png", "images.csv", "subjects.csv",
+                 *(f"montage_{c}.png" for c in CLASSES)]:
         assert (out / name).is_file(), name
     for cls in CLASSES:
         files = sorted((out / cls).glob("*.png"))
@@ -101,7 +109,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path, phantom):
     out, _ = phantom
     again = tmp_path / "again"
     generate_phantom(again, replace(SMALL, workers=2), seed=3)
-    for f in sorted(out.rglob("*.png")):
+    files = sorted(out.rglob("*.png")) + [out / "images.csv", out / "subjects.csv"]
+    assert len(files) > SMALL.n
+    for f in files:
         assert (again / f.relative_to(out)).read_bytes() == f.read_bytes(), f
     other = render(load_anatomy("auto"), "glioma", SMALL, 4, 0).image
     assert not np.array_equal(other, render(load_anatomy("auto"), "glioma", SMALL, 3, 0).image)
@@ -212,3 +222,120 @@ def test_kill_9_leaves_no_workers_and_the_next_run_removes_the_temp_folder(tmp_p
     (tmp_path / f".phantom-x.tmp-{os.getpid()}").mkdir()  # a live process's folder stays
     assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
     assert (tmp_path / f".phantom-x.tmp-{os.getpid()}").exists()
+
+
+# ----------------------------------------------------------------------------- subjects
+
+SUBJECTS = PhantomConfig(n=40, size=64, workers=1, slices_per_subject=[3, 5])
+
+
+@pytest.fixture(scope="module")
+def subjects_phantom(tmp_path_factory):
+    out = tmp_path_factory.mktemp("subjects")
+    summary = generate_phantom(out, SUBJECTS, seed=5)
+    with open(out / "images.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return out, summary, rows
+
+
+@pytest.mark.parametrize("n, spread", [(40, [3, 5]), (1000, [4, 8]), (7, [1, 1]), (23, [6, 6])])
+def test_plan_gives_exact_class_counts_in_subjects_of_the_asked_size(n, spread):
+    pcfg = PhantomConfig(n=n, slices_per_subject=spread)
+    tasks = plan(pcfg, seed=1)
+    lo, hi = spread
+    for cls, count in class_counts(pcfg).items():
+        sizes = [t.n_slices for t in tasks if t.label == cls]
+        assert sum(sizes) == count
+        assert all(1 <= k <= hi for k in sizes) and sum(k < lo for k in sizes) <= 1  # only the last takes the rest
+    ids = [t.subject_id for t in tasks]
+    assert len(set(ids)) == len(ids) and len({t.index for t in tasks}) == len(tasks)
+    # Ids are numbered in a random order: the first ids are not all one class (caught: ids by class).
+    if len(tasks) > 20:
+        first = sorted(tasks, key=lambda t: t.index)[:10]
+        assert len({t.label for t in first}) > 1
+
+
+def test_demo_sized_phantom_has_a_few_hundred_subjects():
+    tasks = plan(load_config("demo").phantom, seed=0)
+    assert 350 <= len(tasks) <= 450  # 1,000 images at 2-3 slices each
+
+
+def test_file_names_carry_the_subject_for_the_group_pattern(subjects_phantom):
+    out, summary, rows = subjects_phantom
+    pattern = re.compile(summary["subject_pattern"])
+    assert summary["subject_pattern"] == r"(sub-\d+)"
+    found: dict[str, set[str]] = {}
+    for f in sorted(p for c in CLASSES for p in (out / c).glob("*.png")):
+        rel = f.relative_to(out).as_posix()  # what data.group_pattern is applied to
+        m = pattern.search(rel)
+        assert m is not None, rel
+        found.setdefault(m.group(1), set()).add(f.parent.name)
+        assert (out / "masks" / rel).is_file()
+    assert all(len(classes) == 1 for classes in found.values())  # a subject lies in one class
+    per_class = {c: sum(classes == {c} for classes in found.values()) for c in CLASSES}
+    assert per_class == summary["subjects"] and sum(per_class.values()) == summary["n_subjects"]
+    assert {r["subject"] for r in rows} == set(found)
+    assert all(pattern.search(r["path"]).group(1) == r["subject"] for r in rows)
+    counts = {c: len(list((out / c).glob("*.png"))) for c in CLASSES}
+    assert counts == summary["counts"] == class_counts(SUBJECTS)
+
+
+def test_slices_of_one_subject_are_nearby_and_in_order(subjects_phantom):
+    _, _, rows = subjects_phantom
+    by_subject: dict[str, list[dict]] = {}
+    for r in rows:
+        by_subject.setdefault(r["subject"], []).append(r)
+    spans = []
+    for subject, rs in by_subject.items():
+        pos = np.array([float(r["slice_mm"]) for r in sorted(rs, key=lambda r: int(r["slice"]))])
+        if len(pos) > 1:
+            steps = np.diff(pos)
+            assert (steps > 0).all() and steps.max() < 5.0, (subject, pos)  # consecutive, at most ~4 mm apart
+            spans.append(pos.max() - pos.min())
+    # Different subjects are cut at different places: the stacks' centres spread over the head.
+    centres = [np.mean([float(r["slice_mm"]) for r in rs]) for rs in by_subject.values()]
+    assert np.std(centres) > 3 * np.mean(spans) / 2
+
+
+def _variance_ratio(values: list[list[float]]) -> float:
+    """Variance of the subjects' means over the mean variance within a subject (subjects, slices)."""
+    v = np.asarray(values)
+    return float(v.mean(1).var(ddof=1) / v.var(1, ddof=1).mean())
+
+
+def test_subjects_differ_more_than_the_slices_of_one_subject(anat):
+    pcfg = replace(SMALL, size=64, planes=["coronal"])
+    grey, area = [], []
+    for i in range(8):
+        subject = render_subject(anat, "healthy", pcfg, 0, i, 4)
+        grey.append([float(np.median(s.image[s.brain() > 0.5])) for s in subject.slices])
+        area.append([float((s.brain() > 0.5).sum() * s.facts["pixel_mm"] ** 2) for s in subject.slices])
+    # Scanner drawn per slice instead of per subject: the grey ratio falls to about 1 (measured: 135-200).
+    assert _variance_ratio(grey) > 20
+    # Head or slice position drawn per slice: the brain-area ratio falls to about 1 (measured: 7-22).
+    assert _variance_ratio(area) > 3
+
+
+def test_a_tumour_subject_has_one_lesion_cut_by_every_slice(anat):
+    for cls, index in (("glioma", 3), ("meningioma", 4), ("pituitary", 5)):
+        subject = render_subject(anat, cls, replace(SMALL, size=64, subtle_fraction=0.0), 2, index, 5)
+        px = [int((s.mask > 0).sum()) for s in subject.slices]
+        assert min(px) >= 4 and len(set(px)) > 1, (cls, px)  # every slice shows it, some more than others
+        centres = np.array([s.coords()[:, s.mask > 0].mean(1) for s in subject.slices])
+        # One lesion, fixed in the head: the lesion pixels of every slice map to nearby template points.
+        assert np.linalg.norm(centres - centres.mean(0), axis=1).max() < subject.facts["radius_mm"], (cls, centres)
+
+
+def test_slices_per_subject_is_checked():
+    from medauc.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"phantom.slices_per_subject=\[5,3\]: must be \[lo, hi\]"):
+        load_config("smoke", ["phantom.slices_per_subject=[5,3]"])
+    with pytest.raises(DataError, match="slices_per_subject"):
+        generate_phantom("unused", replace(SMALL, slices_per_subject=[0, 2]), seed=0)
+
+
+def test_the_shortcut_check_reads_the_subject_from_the_file_name():
+    from medauc.data.phantom.check import subject_of
+
+    assert subject_of("glioma/sub-0042_s03.png") == "sub-0042" and subject_of("x/img_7.png") == "img_7.png"

@@ -30,7 +30,8 @@ def test_every_stage_leaves_its_files(smoke_run):
     out = smoke_run
     for name in ("config.yaml", "environment.json", "manifest.csv", "data_audit.json", "augment/manifest.csv",
                  "augment_checks.json", "strategies.json", "metrics.json", "comparisons.csv", "explain.json",
-                 "report.html", "report.md", "results.json", "timings.json", "phantom/montage.png"):
+                 "report.html", "report.md", "results.json", "timings.json", "phantom/montage.png",
+                 "phantom/montage_subjects.png"):
         assert (out / name).exists(), name
     for model in ("test_resnet", "test_vit"):
         assert (out / "predictions" / model / "0" / "test.csv").exists()
@@ -41,6 +42,7 @@ def test_every_stage_leaves_its_files(smoke_run):
     assert [r["strategy"] for r in results["table2"]] == ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 8
+    assert "Phantom patients: a row per virtual patient" in html
 
 
 def test_rerun_skips_finished_stages(smoke_run, capsys):
@@ -75,3 +77,20 @@ def test_one_model_and_one_strategy_give_a_full_report(tmp_path, phantom_cache):
     assert "No paired tests against restoration: only one strategy (balanced) was trained" in md
     assert "| (e) flip rate, restoration − balanced | not compared |" in md
     assert "One training seed per model" in md
+
+
+def test_deleted_generated_images_rebuild_augment_and_nothing_after_it(smoke_run):
+    # The broken folder of issue 15: a record said "done" while 11 of augment's 70 generated images
+    # were gone (a second process had removed them), and every later run, --force included, failed.
+    generated = sorted((smoke_run / "augment" / "generated").rglob("*.png"))
+    assert len(generated) == 70
+    for p in generated[:11]:
+        p.unlink()
+    later = ("prepare", "train", "strategies", "evaluate", "explain")
+    before = {s: stage_record(smoke_run, s) for s in later}
+    augmented = (smoke_run / "augment" / "manifest.csv").read_bytes()
+    # the run's own config.yaml: earlier tests may have changed a setting with --force
+    assert main(["run", "--config", str(smoke_run / "config.yaml"), "--out", str(smoke_run)]) == 0
+    assert len(list((smoke_run / "augment" / "generated").rglob("*.png"))) == 70
+    assert (smoke_run / "augment" / "manifest.csv").read_bytes() == augmented  # rebuilt the same: seeded
+    assert {s: stage_record(smoke_run, s) for s in later} == before  # nothing after it recomputed

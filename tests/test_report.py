@@ -10,7 +10,7 @@ from medauc.config import load_config
 from medauc.report import report_stage
 from medauc.report.browser import check_report, find_chromium
 from medauc.report.document import Document, to_html, to_markdown
-from medauc.runs import open_run, write_json
+from medauc.runs import clear_stage, open_run, write_json
 
 
 def _fake_run(tmp_path, classes=("healthy", "glioma", "meningioma", "pituitary")):
@@ -159,6 +159,7 @@ def test_one_model_one_seed_report_says_what_it_cannot_compare(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["question_1"] = {"answer": "Only one model was evaluated: there is nothing to rank.", "pairs": []}
     write_json(run / "metrics.json", metrics)
+    clear_stage(run, "evaluate")  # as an older medauc left it: no record of the file to check it against
     assert "html" in report_stage(cfg, run)
     assert "there is nothing to rank." in (run / "report.html").read_text()
 
@@ -176,6 +177,7 @@ def test_report_names_undefined_shares_and_unassessable_comparisons(tmp_path):
     assert metrics["models"]["b"]["seeds"]["0"]["metrics"]["accuracy"]["undefined_share"] == 0.0
     metrics["models"]["b"]["seeds"]["0"]["metrics"]["screening_f1"]["undefined_share"] = 0.37
     write_json(run / "metrics.json", metrics)
+    clear_stage(run, "evaluate")  # a planted value: without it, the report refuses an edited metrics.json
     report_stage(cfg, run)
     md = (run / "report.md").read_text()
     assert "b screening\\_f1 (37%)" in md and "describes only the resamples where it is defined" in md
@@ -183,3 +185,31 @@ def test_report_names_undefined_shares_and_unassessable_comparisons(tmp_path):
     assert row.endswith("| not assessable |")
     assert "auc\\_macro (a vs b): too few test images: pituitary has 3 (fewer than 5)" in md
     assert next(line for line in md.splitlines() if line.startswith("| accuracy | a | b |")).endswith(("| yes |", "| no |"))
+
+
+def test_report_names_predictions_left_out_of_table_1(tmp_path):
+    from medauc.evaluate import evaluate_stage
+    from medauc.evaluate.synthetic import simulate_run
+
+    cfg, run = _fake_run(tmp_path)
+    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=50"])
+    run = open_run(run, cfg, force=True)
+    simulate_run(run, {"a": 2.0, "b": 2.4, "old": 3.0})  # "old": a model no longer in model.names
+    evaluate_stage(cfg, run)
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    assert "Left out (not in this run's model.names/train.seeds): the predictions of old seed 0." in md
+    assert not any(line.startswith("| old |") for line in md.splitlines())
+
+
+def test_augmentation_section_warns_of_a_denoiser_at_another_size(tmp_path):
+    cfg, run = _fake_run(tmp_path)
+    warning = "augment.image_size=16 differs from data.image_size=32: the classifier sees generated healthy images resized twice"
+    write_json(run / "augment_checks.json", {
+        "counts": {}, "image_size": {"denoiser": 16, "classifier": 32, "warning": warning},
+        "d_artefact_detectability": {"auc": 0.9, "ci": [0.8, 0.95], "image_size": 32},
+    })
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    assert "Warning: augment.image\\_size=16 differs from data.image\\_size=32" in md
+    assert "(AUC, at the classifier's 32 px)" in md

@@ -54,7 +54,7 @@ def test_every_command_refuses_before_any_stage(tmp_path, capsys, command):
 
 
 def test_choices_mirror_the_stages():
-    from medauc.augment.strategies import STRATEGIES
+    from medauc.strategies.stage import STRATEGIES
     from medauc.classify import train
     from medauc.explain.cam import METHODS
 

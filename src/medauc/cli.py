@@ -1,7 +1,8 @@
 """Command line: one sub-command per pipeline stage, plus ``run`` for all of them.
 
-Each stage lives in its own module that defines ``add_arguments(parser)`` and ``main(args) -> int``;
-this file only wires them together, so a stage can be built, tested and replaced on its own.
+The sub-commands are :data:`medauc.stages.COMMANDS`, read from the stage registry; each lives in
+its own module that defines ``add_arguments(parser)`` and ``main(args) -> int``. This file only
+wires them together, so a stage can be built, tested and replaced on its own.
 Every stage sub-command accepts ``--config NAME|PATH``, ``--out DIR``, ``--force`` and dotted
 ``key=value`` overrides (``data.image_size=96 train.seeds=[0,1,2]``).
 """
@@ -15,28 +16,24 @@ import re
 import sys
 from collections.abc import Sequence
 
-# name -> (module, one-line help, takes the common config arguments)
-STAGES: dict[str, tuple[str, str, bool]] = {
-    "phantom": ("medauc.data.phantom.command", "write the built-in synthetic brain-MRI data set (with lesion masks)", True),
-    "prepare": ("medauc.data.command", "load, audit and split a folder-per-class image set; write manifest.csv", True),
-    "augment": ("medauc.augment.command", "train the U-Net denoiser, generate restored healthy images, check them", True),
-    "train": ("medauc.classify.command", "train classifiers (any timm model) and write predictions files", True),
-    "evaluate": ("medauc.evaluate.command", "metrics, bootstrap CIs, DeLong tests, prevalence, from predictions files", True),
-    "explain": ("medauc.explain.command", "Grad-CAM panels and localisation scores against lesion masks", True),
-    "report": ("medauc.report.command", "write report.html, report.md and results.json from a run folder", True),
-    "compare": ("medauc.evaluate.compare_cli", "compare predictions files: paired DeLong and bootstrap tests", False),
-    "run": ("medauc.pipeline", "run every stage end to end, with caching", True),
-}
-
-# Stages that read the run's manifest.csv: they see data.classes=[] as the classes it holds.
-AFTER_PREPARE = ("augment", "train", "evaluate", "explain", "report")
+from medauc.stages import COMMANDS
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "runs/<config>-<timestamp>") -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "runs/<config>-<timestamp>",
+                         force_help: str = "") -> None:
     parser.add_argument("--config", default="demo", help="config name in configs/ (demo, smoke, study) or a YAML path [demo]")
     parser.add_argument("--out", default=None, help=f"run folder [{out_default}]")
-    parser.add_argument("--force", action="store_true", help="recompute stages already finished with other inputs in --out")
+    parser.add_argument("--force", action="store_true", help=force_help or "recompute stages already finished with other inputs in --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.image_size=96")
+
+
+def _force_help(name: str) -> str:
+    command = COMMANDS[name]
+    if command.stage is None:
+        return ("recompute the stages finished in --out with other inputs, or whose files were changed since "
+                "(truncated, damaged or edited: they are replaced)")
+    return (f"recompute {name} if it finished in --out with other inputs, or if a file it wrote was changed since "
+            f"(that file is replaced); its files: {', '.join(command.stage.outputs)}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -47,24 +44,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text, common) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, entry in COMMANDS.items():
+        p = sub.add_parser(name, help=entry.summary, description=entry.summary)
         if command is not None and name != command:
             continue  # not the sub-command asked for: its module (torch, timm...) need not load
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(entry.module)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
+            if exc.name is None or not entry.module.startswith(exc.name):
                 raise
             p.set_defaults(_missing=name)
             p.epilog = "This stage is not built yet in this version of medauc."
-            if common:
+            if entry.common:
                 add_common_arguments(p)
             continue
         module.add_arguments(p)
-        if common:
+        if entry.common:
             # `run` continues in one folder per config; a single stage starts a new one unless told
-            add_common_arguments(p, "runs/<config>" if name == "run" else "runs/<config>-<timestamp>")
+            add_common_arguments(p, "runs/<config>" if name == "run" else "runs/<config>-<timestamp>", _force_help(name))
         p.set_defaults(_main=module.main)
     return parser
 
@@ -78,7 +75,7 @@ def _early_config_error(command: str, argv: list[str]) -> str | None:
     Reads ``--config`` and the ``key=value`` overrides straight from ``argv``; anything this quick
     look cannot read is left to the full parser, which checks the same things again.
     """
-    if command not in STAGES or not STAGES[command][2] or any(a in ("-h", "--help") for a in argv):
+    if command not in COMMANDS or not COMMANDS[command].common or any(a in ("-h", "--help") for a in argv):
         return None
     from medauc.config import ConfigError, load_config
     from medauc.validate import check_models
@@ -101,10 +98,10 @@ def _early_config_error(command: str, argv: list[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     from medauc.config import ConfigError
     from medauc.errors import MedaucError
-    from medauc.runs import RunFolderError
+    from medauc.runs import RunFolderError, release_all
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if a in STAGES), "")
+    command = next((a for a in argv if a in COMMANDS), "")
     early = _early_config_error(command, argv)
     if early:
         print(f"medauc {command}: error: {early}", file=sys.stderr)
@@ -131,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Validated (ranges, choices, timm names) before anything runs; stages read it as args.cfg.
             args.cfg = load_config(args.config, overrides)
             check_models(args.cfg)
-            if command in AFTER_PREPARE and getattr(args, "out", None):
+            stage = COMMANDS[command].stage
+            if stage is not None and stage.reads_manifest and getattr(args, "out", None):
                 from medauc.data.manifest import resolve_classes
 
                 # data.classes=[] means the classes prepare found in this run, in every later stage.
@@ -146,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"medauc {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    finally:
+        release_all()  # the run folder's lock: the command is over
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,12 +52,19 @@ class DataConfig:
     aliases: dict[str, str] = field(default_factory=_kaggle_aliases)  # folder name -> class name (case-insensitive), e.g. notumor -> healthy
     negative_class: str = "healthy"  # screening view: every other class is "positive"
     split: str = "random"  # "random" (stratified, seeded) or "given" (Training/ and Testing/ folders)
+    group_pattern: str = ""  # regular expression with one capture group naming each image's patient, searched in its path relative to data.path, e.g. '(sub-\d+)'; "" = none
+    groups_csv: str = ""  # CSV with columns path (relative to data.path) and group (patient id), instead of group_pattern; "" = none
     test_fraction: float = 0.30  # share of each class held out for test (stratified)
     val_fraction: float = 0.10  # share of the remaining train carved out for validation (model selection)
     image_size: int = 224  # classifier input size (square), images are cached at this size
     near_duplicate_hamming: int = 6  # perceptual-hash distance (of 64 bits) that counts as near-duplicate
     shortcut_audit: bool = True  # train a metadata-only classifier to detect acquisition shortcuts
     workers: int = 2  # processes used to read and hash images
+    dicom_frames: str = "first"  # multi-frame DICOM files: "first" frame only, or "all" (each frame an image)
+    window: str | list[float] = "dicom"  # DICOM/NIfTI values to grey levels: "dicom" (the file's window: Window Center/Width, NIfTI cal_min/cal_max; else percentile), "percentile" (0.5-99.5%), or [low, high]
+    volume_axis: int = 2  # NIfTI slicing axis after reorientation to RAS+: 0 sagittal, 1 coronal, 2 axial
+    slices: str = "all"  # NIfTI slices taken: "all", "middle:K" (the K central ones) or "mask" (those whose segmentation has tissue)
+    mask_pattern: str = "_seg.nii.gz"  # file-name ending of NIfTI segmentations: the lesion masks of the volumes next to them; "" = none
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class PhantomConfig:
     # Per-class counts; empty = the Kaggle rm1000 proportions (2000/1621/1645/1757) scaled to n.
     counts: dict[str, int] = field(default_factory=dict)  # per-class counts; {} = Kaggle proportions scaled to n
     planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])  # slice orientations drawn
+    slices_per_subject: list[int] = field(default_factory=lambda: [4, 8])  # [fewest, most] nearby slices per virtual subject (uniform; a class's last subject takes the rest); [1, 1] = one image per subject
     subtle_fraction: float = 0.15  # share of tumours that are small and low-contrast
     lesion_contrast: float = 1.0  # scales each tumour's intensity difference from white matter (1 = as drawn)
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
@@ -115,6 +123,7 @@ class TrainConfig:
     schedule: str = "plateau"  # "plateau" (the study's ReduceLROnPlateau on the monitored loss) or "onecycle" (per step: warm-up, then cosine decay)
     warmup: float = 0.25  # schedule 'onecycle': share of all steps spent rising to train.lr
     label_smoothing: float = 0.0  # training loss only (the monitored loss stays plain cross-entropy); 0 = off, as in the study
+    sync_bn: bool = True  # under torchrun, BatchNorm uses the statistics of the whole global batch (timm's --sync-bn), as one process does; no effect in one process
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ class AugmentConfig:
     multiple: float = 6.0  # healthy train images become this many times the original (study: 6x)
     count: int = 0  # target 'count': healthy training images after augmentation
     share: float = 0.0  # target 'share': healthy share of the training set after augmentation
-    image_size: int = 128  # denoiser and generated-image size in px
+    image_size: int = 0  # denoiser and generated-image size in px; 0 = data.image_size (another size makes generated images differ from real ones in resampling, a shortcut: warned)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # U-Net channels per level
     epochs: int = 20  # denoiser training epochs
     batch_size: int = 16  # denoiser batch size
@@ -159,6 +168,7 @@ class EvaluateConfig:
     calibration_bins: int = 15  # equal-mass bins for ECE and reliability curves
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
     question_auc: str = "auc_macro"  # the AUC the study's first question ranks by: "auc_macro" or "screening_auc"
+    power: float = 0.8  # power at which each paired comparison's smallest detectable difference is reported
 
 
 @dataclass(frozen=True)
@@ -352,6 +362,16 @@ def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[
 
     cfg = from_dict(merged)
     check_ranges(cfg)
+    return resolve(cfg)
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the keys whose value defaults to another key's: ``augment.image_size=0`` -> ``data.image_size``.
+
+    :func:`load_config` calls it, so stages and the run folder's config.yaml see the resolved size.
+    """
+    if cfg.augment.image_size == 0:
+        cfg = replace(cfg, **{"augment.image_size": cfg.data.image_size})
     return cfg
 
 

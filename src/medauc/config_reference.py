@@ -55,6 +55,7 @@ def markdown() -> str:
             lines.append(f"| {key} | | | {meaning} |")
             continue
         default = default.replace("|", "\\|")
+        tp = tp.replace("|", "\\|")  # a union type (str | list[float]) would split the row
         lines.append(f"| `{key}` | {tp} | `{default}` | {meaning} |")
     return "\n".join(lines)
 

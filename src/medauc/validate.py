@@ -22,6 +22,8 @@ from medauc.config import Config, ConfigError, to_dict
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "folder"),
     "data.split": ("random", "given"),
+    "data.dicom_frames": ("first", "all"),
+    "data.volume_axis": (0, 1, 2),  # type: ignore[dict-item]
     "phantom.confound": ("", "aspect", "intensity"),
     "phantom.anatomy": ("auto", "colin27", "mni152"),
     "phantom.planes": ("axial", "coronal", "sagittal"),
@@ -90,6 +92,38 @@ def non_empty(v: str) -> str | None:
     return None if str(v).strip() else "must not be empty"
 
 
+def regex_one_group(v: str) -> str | None:
+    """"" (unset) or a regular expression with exactly one capture group."""
+    from medauc.data.subjects import pattern_problem
+
+    return pattern_problem(v) if v else None
+
+
+def int_range(low: int) -> Check:
+    """A list [lo, hi] of two integers with low <= lo <= hi."""
+
+    def check(v: Sequence[Any]) -> str | None:
+        if len(v) != 2 or v[0] < low or v[0] > v[1]:
+            return f"must be [lo, hi] with {low} <= lo <= hi, e.g. [4, 8]"
+        return None
+
+    return check
+
+
+def window_choice(v: str | list[float]) -> str | None:
+    """'dicom', 'percentile' or [low, high] with low < high."""
+    from medauc.data.medical import window_problem
+
+    return window_problem(v)
+
+
+def slices_choice(v: str) -> str | None:
+    """'all', 'mask' or 'middle:K' with K >= 1."""
+    from medauc.data.medical import slices_problem
+
+    return slices_problem(v)
+
+
 # key -> check, for keys whose check does not depend on other keys.
 RULES: dict[str, Check] = {
     "name": non_empty,
@@ -98,14 +132,20 @@ RULES: dict[str, Check] = {
     "data.classes": each(non_empty, non_empty=False, unique=True),
     "data.negative_class": non_empty,
     "data.split": one_of("data.split"),
+    "data.group_pattern": regex_one_group,
     "data.test_fraction": between(0, 1),
     "data.val_fraction": between(0, 1),
     "data.image_size": at_least(8),
     "data.near_duplicate_hamming": between(0, 64, low_open=False, high_open=False),
     "data.workers": at_least(1),
+    "data.dicom_frames": one_of("data.dicom_frames"),
+    "data.window": window_choice,
+    "data.volume_axis": one_of("data.volume_axis"),
+    "data.slices": slices_choice,
     "phantom.n": at_least(len(PHANTOM_CLASSES)),
     "phantom.size": at_least(32),
     "phantom.planes": each(member("phantom.planes"), unique=True),
+    "phantom.slices_per_subject": int_range(1),
     "phantom.subtle_fraction": between(0, 1, low_open=False, high_open=False),
     "phantom.lesion_contrast": between(0, 4, high_open=False),
     "phantom.confound": one_of("phantom.confound"),
@@ -136,7 +176,7 @@ RULES: dict[str, Check] = {
     "train.label_smoothing": between(0, 1, low_open=False),
     "augment.sigmas": each(between(0, 1, low_open=False, high_open=False)),
     "augment.target": one_of("augment.target"),
-    "augment.image_size": at_least(8),
+    "augment.image_size": lambda v: None if v == 0 or v >= 8 else "must be 0 (= data.image_size) or >= 8",
     "augment.channels": each(at_least(1)),
     "augment.epochs": at_least(1),
     "augment.batch_size": at_least(1),
@@ -155,6 +195,7 @@ RULES: dict[str, Check] = {
     "evaluate.target_sensitivity": between(0, 1, high_open=False),
     "evaluate.calibration_bins": at_least(1),
     "evaluate.question_auc": one_of("evaluate.question_auc"),
+    "evaluate.power": between(0, 1),
     "explain.methods": each(member("explain.methods"), unique=True),
     "explain.per_class": at_least(0),
     "explain.max_images": at_least(1),
@@ -197,6 +238,8 @@ def check_ranges(cfg: Config) -> None:
         raise _fail("data.negative_class", d.negative_class, f"must be one of data.classes ({', '.join(d.classes)})")
     if len(d.classes) == 1:
         raise _fail("data.classes", d.classes, "a classifier needs at least 2 classes ([] = the folders found)")
+    if d.group_pattern and d.groups_csv:
+        raise _fail("data.groups_csv", d.groups_csv, f"name the patients one way: data.group_pattern={d.group_pattern!r} is set too; set one of them to ''")
     unknown = sorted(set(p.counts) - set(PHANTOM_CLASSES))
     if unknown:
         raise _fail("phantom.counts", p.counts, f"unknown class {unknown[0]!r}; classes are {', '.join(PHANTOM_CLASSES)}")
@@ -208,9 +251,11 @@ def check_ranges(cfg: Config) -> None:
     if len(a.channels) < 2:
         raise _fail("augment.channels", a.channels, "the U-Net needs at least two levels, e.g. [16, 32, 64]")
     div = 2 ** (len(a.channels) - 1)
-    if a.image_size % div:
-        raise _fail("augment.image_size", a.image_size, f"must be divisible by {div} (2**(levels-1) of augment.channels), e.g. {div * 8}")
-    if a.patch_size and a.patch_size < a.image_size and a.patch_size % div:
+    size = a.image_size or d.image_size  # 0 = data.image_size
+    if size % div and (a.enabled or a.image_size):
+        given = "" if a.image_size else f" (augment.image_size=0 takes data.image_size={d.image_size}; set augment.image_size)"
+        raise _fail("augment.image_size", size, f"must be divisible by {div} (2**(levels-1) of augment.channels), e.g. {div * 8}{given}")
+    if a.patch_size and a.patch_size < size and a.patch_size % div:
         raise _fail("augment.patch_size", a.patch_size, f"must be divisible by {div}, e.g. {div * 4} (0 = whole images)")
     if a.target == "multiple" and a.multiple < 1:
         raise _fail("augment.multiple", a.multiple, "must be >= 1 (1 = no augmentation; the study used 6)")

@@ -1,9 +1,11 @@
-"""The five checks on generated images, written to ``run_dir/augment_checks.json``.
+"""The five checks on generated images: b, c and d in ``run_dir/augment_checks.json`` (the augment
+stage); a and e, which need trained classifiers, under ``checks`` in ``run_dir/strategies.json``
+(the strategies stage, :mod:`medauc.strategies`; run folders made before it hold them here).
 
-Schema of ``augment_checks.json`` (every share is in [0, 1]; every interval is ``[low, high]`` at
+Schema of both (every share is in [0, 1]; every interval is ``[low, high]`` at
 ``level``; images are compared at ``augment.image_size`` after 8-bit quantisation, as saved):
 
-- ``a_predicted_healthy`` (the study's check, by ``medauc augment --strategies``): a classifier
+- ``a_predicted_healthy`` (the study's check, by ``medauc strategies``): a classifier
   trained on the ORIGINAL data (strategy "balanced") predicts every generated image.
   ``{model, seed, n, share, ci, per_sigma: [{sigma, n, share, ci}], predicted: {class: count},
   per_seed, baseline: {test_healthy_called_healthy, test_tumour_called_healthy}, study_share}``;
@@ -26,9 +28,12 @@ Schema of ``augment_checks.json`` (every share is in [0, 1]; every interval is `
 - ``d_artefact_detectability``: a logistic regression on simple image statistics tells restored
   from original healthy images; out-of-fold scores (folds by source image, so an image and its
   restorations never straddle folds). ``{auc, ci, method, n_original, n_generated, folds,
-  per_sigma: [{sigma, auc}], features: [{name, coefficient}]}`` (standardised coefficients, largest
-  first; positive = higher in restored images). AUC ~0.5: no visible signature; ~1: a signature.
-- ``e_shortcut_flip`` (by ``--strategies``): tumour TEST images restored at each sigma and predicted
+  per_sigma: [{sigma, auc}], features: [{name, coefficient}], image_size}`` (standardised
+  coefficients, largest first; positive = higher in restored images). AUC ~0.5: no visible
+  signature; ~1: a signature. Unlike b and c it runs at ``data.image_size``, on the images as the
+  classifier reads them, so a resizing signature (``augment.image_size`` != ``data.image_size``,
+  also warned in ``image_size: {denoiser, classifier, warning}``) counts.
+- ``e_shortcut_flip`` (by ``medauc strategies``): tumour TEST images restored at each sigma and predicted
   by each strategy's classifier. Per strategy ``{healthy_share_original, healthy_share_restored,
   flip_rate, per_sigma: [{sigma, healthy_share, flip_rate}]}``, ``flip_rate`` = share of restored
   images called healthy whose original the same model called a tumour; and ``comparison``:

@@ -1,14 +1,14 @@
 """``medauc augment``: train the denoiser, generate restored healthy images, check them.
 
-``medauc augment --strategies`` then trains the imbalance strategies (the study's Table 2, extended)
-and completes the checks that need a classifier (a and e).
+``medauc augment --strategies`` then runs the strategies stage (:mod:`medauc.strategies`, also
+``medauc strategies``): the imbalance strategies (the study's Table 2, extended) and the checks
+that need a classifier (a and e), in ``strategies.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from medauc.augment.denoiser import (
     model_restore_fn, quality_per_sigma, restoration_examples, save_denoiser, train_denoiser,
 )
 from medauc.augment.generate import generate_for_manifest, healthy_train, load_images, restore_test_set
-from medauc.config import Config, config_hash, to_dict
+from medauc.config import Config, resolve, to_dict
 from medauc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,6 @@ def augment_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "augment"
 
 
-def stage_key(cfg: Config, manifest_path: Path) -> str:
-    """What the augment stage depends on: its config section, the seed, the classes and the manifest."""
-    return config_hash(
-        cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level,
-        runs.file_sha256(manifest_path),
-    )
-
-
 def augment_stage(cfg: Config, run_dir: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Denoiser, generation and checks b, c, d for the run in ``run_dir`` (needs ``manifest.csv``).
 
@@ -51,33 +43,52 @@ def augment_stage(cfg: Config, run_dir: str | Path, force: bool = False, progres
     ``augment/manifest.csv`` (original + generated rows), ``augment/restored_test/*.png`` with
     ``augment/restored_test.csv`` (tumour test images restored, for check e),
     ``augment/restoration_examples.npz`` (held-out images: U-Net beside blur and non-local means) and
-    ``augment_checks.json``. Returns the checks dict. Skipped when done with the same inputs.
+    ``augment_checks.json``. Returns the checks dict. Skipped when done with the same inputs and its
+    files intact (:func:`medauc.stages.run`).
     """
     if not cfg.augment.enabled:
         log.info("augment: augment.enabled is false; nothing to do")
         return {"enabled": False}
+    from medauc import stages
+
+    return stages.run(STAGE, cfg, run_dir, force, progress=progress)
+
+
+def compute(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """The augment stage's work (no caching: :func:`augment_stage` decides whether it runs)."""
+    cfg = resolve(cfg)  # a Config built without load_config may still hold augment.image_size=0
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.csv"
     if not manifest_path.is_file():
         raise DataError(f"{manifest_path} does not exist; run `medauc prepare --out {run_dir}` first")
     _check_counts(cfg, manifest_path)
-    key = stage_key(cfg, manifest_path)
     checks_path = run_dir / "augment_checks.json"
-    if not runs.check_stage(run_dir, STAGE, key, force):
-        log.info("augment: already done in %s (same inputs); skipping", run_dir)
-        return runs.read_json(checks_path)
-
     threads = torch.get_num_threads()
     if cfg.augment.num_threads > 0:
         # Measured on the shared 2-core machine: one thread trains the small U-Net 5-7x faster
         # (wall) than two, which spend their time waiting on each other.
         torch.set_num_threads(cfg.augment.num_threads)
     try:
-        result = _augment(cfg, run_dir, manifest_path, checks_path, progress)
+        return _augment(cfg, run_dir, manifest_path, checks_path, progress)
     finally:
         torch.set_num_threads(threads)
-    runs.mark_stage(run_dir, STAGE, key, generated=result["counts"]["generated"])
-    return result
+
+
+def key_extra(cfg: Config, run_dir: Path) -> list[Any]:
+    """More of the augment stage's cache key: the classifier's size, where check (d) runs at a size
+    other than the denoiser's (nothing otherwise, so such runs keep their keys)."""
+    size = resolve(cfg).augment.image_size
+    return [] if size == cfg.data.image_size else [{"check_d_image_size": cfg.data.image_size}]
+
+
+def size_warning(cfg: Config) -> str | None:
+    """A sentence when the denoiser works at another size than the classifier, else None."""
+    a, d = cfg.augment.image_size, cfg.data.image_size
+    if a in (0, d):
+        return None
+    return (f"augment.image_size={a} differs from data.image_size={d}: the classifier sees generated healthy images "
+            f"resized twice (to {a} px for the denoiser, then to {d} px) and real ones once, a resampling signature "
+            "it can learn as 'healthy'; set augment.image_size=0 (= data.image_size) unless this is intended")
 
 
 def _check_counts(cfg: Config, manifest_path: Path) -> None:
@@ -103,8 +114,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     neg = cfg.data.negative_class
     out = augment_dir(run_dir)
     for sub in ("generated", "restored_test"):
-        if (out / sub).exists():  # our own output from an earlier config: start clean
-            shutil.rmtree(out / sub)
+        runs.remove_tree(out / sub)  # our own output from an earlier config: start clean
     cache = run_dir / "cache"
     manifest = read_manifest(manifest_path)
     if "source_image_id" in manifest.columns and (manifest["source_image_id"].astype(str) != "").any():
@@ -115,6 +125,8 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     train_rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
     if len(src_rows) < 2:
         raise DataError(f"{manifest_path}: {len(src_rows)} healthy ({neg!r}) training images; the denoiser needs at least 2")
+    if size_warning(cfg):
+        log.warning("augment: %s", size_warning(cfg))
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     clean = load_images(list(src_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load healthy train")
@@ -168,7 +180,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
             "restored_test": int(len(restored_test)),
         },
         "denoiser": {"epochs": acfg.epochs, "final_loss": history[-1]["loss"] if history else float("nan"), "loss": acfg.loss},
-        "a_predicted_healthy": None,  # filled by strategies_stage
+        "a_predicted_healthy": None,  # in strategies.json: the strategies stage needs a classifier
         "b_restoration_quality": {
             "validation": val_quality,
             "generated": checks.generated_quality(checks.quantise(generated), checks.quantise(clean[gen_src]), sig) if len(gen_rows) else [],
@@ -183,13 +195,22 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
             generated, gen_train_idx, sig, all_train, healthy_idx, acfg.near_copy_threshold
         )
         del all_train
+        d_clean, d_generated = clean, generated
+        if acfg.image_size != cfg.data.image_size:
+            # Check (d) asks what a classifier could use, so it sees the images as the classifier
+            # does: every one read from its file and resized to data.image_size.
+            d_clean = load_images(list(src_rows["path"]), cfg.data.image_size, cache, cfg.data.workers, "load healthy train at classifier size")
+            d_generated = load_images(list(gen_rows["path"]), cfg.data.image_size, None, cfg.data.workers, "load generated at classifier size")
         result["d_artefact_detectability"] = checks.artefact_detectability(
-            clean, generated, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level
+            d_clean, d_generated, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level
         )
+        result["d_artefact_detectability"]["image_size"] = cfg.data.image_size
+        del d_clean, d_generated
     else:
         result["c_memorisation"] = None
         result["d_artefact_detectability"] = None
-    result["e_shortcut_flip"] = None  # filled by strategies_stage
+    result["e_shortcut_flip"] = None  # in strategies.json, as check a
+    result["image_size"] = {"denoiser": acfg.image_size, "classifier": cfg.data.image_size, "warning": size_warning(cfg)}
     timing["checks_seconds"] = time.perf_counter() - t0
     result["timing"] = timing
     result["config"] = to_dict(acfg)
@@ -201,7 +222,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategies",
         action="store_true",
-        help="also train the imbalance strategies (augment.strategies) and run checks a and e",
+        help="then run the strategies stage (as `medauc strategies`): augment.strategies and checks a and e",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -215,14 +236,10 @@ def main(args: argparse.Namespace) -> int:
     result = augment_stage(cfg, run_dir, args.force, progress=not args.no_progress)
     _print_summary(result)
     if args.strategies:
-        from medauc.augment.strategies import strategies_stage
+        from medauc.strategies import strategies_stage
+        from medauc.strategies.command import print_results
 
-        table = strategies_stage(cfg, run_dir, args.force, progress=not args.no_progress)
-        _print_summary(runs.read_json(run_dir / "augment_checks.json"))
-        for row in table.get("rows", []):
-            print(f"  strategy {row['strategy']:<14} seed {row['seed']}: " + ", ".join(
-                f"{k} {row[k]:.4f}" for k in ("accuracy", "auc_macro", "screening_auc") if isinstance(row.get(k), float)
-            ))
+        print_results(strategies_stage(cfg, run_dir, args.force, progress=not args.no_progress))
     print(f"augment: results in {run_dir}")
     return 0
 

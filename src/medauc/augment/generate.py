@@ -155,6 +155,7 @@ def derived_rows(
                 "label": s["label"],
                 "split": split,
                 "group": s["group"] if "group" in s.index else s["image_id"],
+                **({"subject": s["subject"]} if "subject" in s.index else {}),  # a derived image is its source's patient
                 "source_image_id": s["image_id"],
                 "sigma": sigma,
                 "augmentation": augmentation,

@@ -6,8 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from medauc import runs
-from medauc.classify.train import train_stage
+from medauc import runs, stages
 from medauc.errors import ModelError
 
 
@@ -27,9 +26,9 @@ def main(args: argparse.Namespace) -> int:
     # Under torchrun only rank 0 writes the run folder's config and environment.
     run_dir = runs.open_run(args.out, cfg, args.force) if rank == 0 else Path(args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    results = train_stage(cfg, run_dir, manifest_path=args.manifest, models=models, force=args.force)
+    results = stages.run("train", cfg, run_dir, args.force, manifest_path=args.manifest, models=models)
     if rank == 0:
-        for r in results:
+        for r in results or []:  # None: the stage was up to date
             state = "cached" if r["skipped"] else f"best epoch {r['best_epoch']}, {r['seconds']:.0f} s"
             print(f"medauc train: {r['model']} seed {r['seed']}: {state}; model in {r['model_dir']}")
     return 0

@@ -3,7 +3,9 @@
 torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup` starts the process
 group (gloo on CPU, nccl on CUDA). Every rank draws the same seeded epoch plan (order and flips)
 and trains on its own slice of each global batch, so the global batch, the learning rate and the
-random stream are those of a single-process run. Evaluation shards the images like
+random stream are those of a single-process run; with ``train.sync_bn`` (the default) BatchNorm
+layers normalise with the global batch's statistics (:func:`convert_sync_batchnorm`), as one process
+does. Evaluation shards the images like
 ``DistributedSampler`` (padded with repeats to a multiple of K) and :func:`gather_rows` puts the
 results back in order, without the padding, on every rank. Only rank 0 writes files.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -104,6 +107,100 @@ def local_slice(batch: torch.Tensor, d: Dist) -> torch.Tensor:
     if not d.enabled:
         return batch
     return torch.tensor_split(batch, d.world)[d.rank]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of a sum every rank uses is the sum of their gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlooSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are those of the global batch, by all-reduce over ranks.
+
+    ``torch.nn.SyncBatchNorm`` refuses CPU tensors (its kernels, ``batch_norm_stats`` and friends,
+    are GPU-only), so under gloo the per-channel count, sum and squared deviations are all-reduced
+    instead (two passes, as a single process computes them); autograd carries the gradient through
+    the all-reduce. In eval mode, or alone in its group, it is plain batch norm. Like timm's
+    ``SyncBatchNormAct`` it applies the ``drop`` and ``act`` of a converted ``BatchNormAct2d``.
+    Input (N, C, *), any N (0 on a rank whose share of the batch is empty); output of the same shape.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            x = self._global_batch_norm(input)
+        else:
+            x = super().forward(input)
+        if hasattr(self, "drop"):
+            x = self.drop(x)
+        if hasattr(self, "act"):
+            x = self.act(x)
+        return x
+
+    def _global_batch_norm(self, input: torch.Tensor) -> torch.Tensor:
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = (1, c) + (1,) * (input.dim() - 2)
+        x = input.float()
+        count = torch.tensor([float(x.numel() // max(c, 1))], dtype=torch.float64, device=x.device)
+        dist.all_reduce(count)
+        n = float(count)
+        if n < 2:
+            raise ValueError(f"batch norm over {n:g} value(s) per channel in the global batch; use train.batch_size >= 2")
+        mean = _AllReduceSum.apply(x.sum(dims)) / n
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n  # biased, as in the forward pass
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(mean.detach().to(self.running_mean.dtype), alpha=f)
+                unbiased = var.detach() * (n / (n - 1))
+                self.running_var.mul_(1 - f).add_(unbiased.to(self.running_var.dtype), alpha=f)
+        return y.to(input.dtype)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    """Every BatchNorm layer of ``module`` normalised with global-batch statistics under data parallelism.
+
+    On CUDA this is timm's ``convert_sync_batchnorm`` (``torch.nn.SyncBatchNorm``, and timm's
+    ``BatchNormAct2d`` with its activation kept), as timm's ``train.py --sync-bn``; on CPU each
+    layer becomes a :class:`GlooSyncBatchNorm` sharing its parameters and buffers. Returns the
+    converted module (``module`` itself when it holds no BatchNorm).
+    """
+    if d.device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm as timm_convert
+
+        return timm_convert(module)
+    out = module
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
+        out = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.training = module.training
+    for name, child in module.named_children():  # timm's BatchNormAct2d: its drop and act come along
+        out.add_module(name, convert_sync_batchnorm(child, d))
+    return out
 
 
 def sync_buffers(module: torch.nn.Module, d: Dist) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from medauc.classify.models import InputTransform, load_trained, prepare_batch
 from medauc.classify.train import predict_logits, predictions_frame, read_manifest
 from medauc.data.datasets import image_set
+from medauc.data.manifest import known_subjects
 from medauc.errors import DataError
 from medauc.runs import write_csv
 
@@ -49,7 +50,8 @@ def predict_manifest(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Predict every row of a manifest (a frame or a CSV path; columns ``image_id, path, label``)
-    with the model in ``model_dir``; write ``image_id, label, prob_<class>...`` to ``out_csv``.
+    with the model in ``model_dir``; write ``image_id, label, prob_<class>...`` to ``out_csv``
+    (with ``subject`` after ``label`` when the manifest knows patients).
 
     Labels outside the model's classes are kept as they are (their rows still get probabilities).
     """
@@ -67,6 +69,6 @@ def predict_manifest(
     frame = df.assign(label=classes[0])
     s = image_set(frame, classes, int(meta["image_size"]), cache_dir, base)
     logits = predict_logits(model, s.images, InputTransform(meta), batch_size)
-    pred = predictions_frame(s.image_ids, labels, logits, classes)
+    pred = predictions_frame(s.image_ids, labels, logits, classes, known_subjects(df))
     write_csv(out_csv, pred.to_dict("records"), list(pred.columns))
     return pred

@@ -33,6 +33,7 @@ from medauc.classify import distributed as ddp
 from medauc.classify.models import InputTransform, create_model, input_stats
 from medauc.config import Config, TrainConfig, config_hash, to_dict
 from medauc.data.datasets import ImageSet, image_set
+from medauc.data.manifest import known_subjects
 from medauc.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
@@ -215,10 +216,17 @@ def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     }
 
 
-def predictions_frame(image_ids: list[str], labels: list[str], logits: torch.Tensor, classes: list[str]) -> pd.DataFrame:
-    """The predictions contract: ``image_id, label, prob_<class>...`` (softmax in float64)."""
+def predictions_frame(
+    image_ids: list[str], labels: list[str], logits: torch.Tensor, classes: list[str], subjects: list[str] | None = None,
+) -> pd.DataFrame:
+    """The predictions contract: ``image_id, label[, subject], prob_<class>...`` (softmax in float64).
+
+    ``subjects`` (n,) patient ids from the manifest ("" = unknown); the column is left out when None.
+    """
     prob = torch.softmax(logits.double(), dim=1).numpy()
     df = pd.DataFrame({"image_id": image_ids, "label": labels})
+    if subjects is not None:
+        df["subject"] = subjects
     for j, c in enumerate(classes):
         df[f"prob_{c}"] = prob[:, j]
     return df
@@ -271,6 +279,11 @@ class Trainer:
         }
         self.transform = InputTransform(self.meta, self.device, self.channels_last)
         self.model: nn.Module = self.net
+        if d.enabled and tc.sync_bn:
+            # Each rank sees only its slice of the global batch: without this its BatchNorm would
+            # normalise with that slice's statistics, and training would depend on the process count.
+            self.net = ddp.convert_sync_batchnorm(self.net, d)
+            self.model = self.net
         if d.enabled:
             self.model = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -498,7 +511,7 @@ def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
     later_fields = (
         ("zero_head", False), ("affine", 0.0), ("amp_dtype", "auto"), ("optimizer", "adam"), ("schedule", "plateau"),
-        ("warmup", 0.25), ("label_smoothing", 0.0),
+        ("warmup", 0.25), ("label_smoothing", 0.0), ("sync_bn", True),
     )
     for later, default in later_fields:
         if train[later] == default:
@@ -620,11 +633,13 @@ def _train_one(
         if todo or not path.is_file():
             logits = predict_logits(trainer.net, s.images, trainer.transform, 2 * cfg.train.batch_size, d, trainer.autocast)
             if d.is_main:
-                _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes))
+                _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes,
+                                                           known_subjects(s.frame)))
         written[name] = str(path)
     meta = runs.read_json(model_dir / "model.json")
     if todo and d.is_main:
-        runs.mark_stage(out_dir, stage, key, model=model_name, seed=seed, best_epoch=meta["epoch"])
+        runs.mark_stage(out_dir, stage, key, files=[model_dir / f for f in ("best.safetensors", "model.json", "history.csv")],
+                        model=model_name, seed=seed, best_epoch=meta["epoch"])
         # Only an unfinished model needs last.pt; with Adam's moments it is 3x the model's size.
         (model_dir / "last.pt").unlink(missing_ok=True)
     ddp.barrier(d)

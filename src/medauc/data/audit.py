@@ -272,37 +272,53 @@ def _top_features(x: np.ndarray, y: np.ndarray, names: list[str], classes: list[
 
 
 def shortcut_audit(
-    records: Sequence[dict[str, Any]], labels: Sequence[str], classes: Sequence[str], seed: int, workers: int = 1
+    records: Sequence[dict[str, Any]], labels: Sequence[str], classes: Sequence[str], seed: int, workers: int = 1,
+    groups: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """How well metadata alone predicts the label: one-vs-rest AUC per class from stratified k-fold CV.
+
+    ``groups`` (n,) ints (patients joined with duplicate groups): folds then keep each group whole
+    (``StratifiedGroupKFold``). Without them, slices of one patient sit in the training and the
+    held-out fold, and metadata that identifies the patient (its size, bit depth, noise) predicts
+    the label of its other slices: a patient shortcut reported as a class shortcut.
 
     Returns ``{"per_class": {label: auc}, "macro": x, "max": y, "folds": k, "features": [...],
     "top_features": [...]}``; AUCs are None (with a ``note``) when a class has fewer than 2 images.
     """
     from sklearn.ensemble import ExtraTreesClassifier
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
     classes = list(classes)
     x, names = metadata_features(records)
     y = np.array([classes.index(lab) for lab in labels])
+    g = None if groups is None else np.asarray(groups)
     if len(y) > SHORTCUT_MAX_IMAGES:
         rng = np.random.default_rng(seed)
-        take = np.concatenate([
+        take = np.sort(np.concatenate([
             rng.permutation(np.flatnonzero(y == i))[: max(1, round(SHORTCUT_MAX_IMAGES * np.mean(y == i)))]
             for i in range(len(classes))
-        ])
-        x, y = x[np.sort(take)], y[np.sort(take)]
-    counts = np.bincount(y, minlength=len(classes))
+        ]))
+        x, y = x[take], y[take]
+        g = None if g is None else g[take]
+    if g is None:
+        counts = np.bincount(y, minlength=len(classes))
+    else:  # groups holding the class: a grouped fold can hold no more of them
+        counts = np.array([np.unique(g[y == i]).size for i in range(len(classes))])
     folds = int(min(5, counts.min()))
     result: dict[str, Any] = {"per_class": {c: None for c in classes}, "macro": None, "max": None, "folds": folds,
-                              "n_images": int(len(y)), "features": names, "model": "extra trees, 50 trees, min leaf 3"}
+                              "n_images": int(len(y)), "features": names, "model": "extra trees, 50 trees, min leaf 3",
+                              "folds_by": "image" if g is None else "patient"}
     if folds < 2:
-        result["note"] = "skipped: a class has fewer than 2 images, cross-validation is impossible"
+        result["note"] = (f"skipped: a class has fewer than 2 {'images' if g is None else 'patients'}, "
+                          "cross-validation is impossible")
         return result
     model = ExtraTreesClassifier(n_estimators=50, min_samples_leaf=3, random_state=seed, n_jobs=max(1, workers))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    proba = cross_val_predict(model, x, y, cv=cv, method="predict_proba")
+    if g is None:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    proba = cross_val_predict(model, x, y, groups=g, cv=cv, method="predict_proba")
     per_class = {c: float(roc_auc_score(y == i, proba[:, i])) for i, c in enumerate(classes)}
     result["per_class"] = per_class
     result["macro"] = float(np.mean(list(per_class.values())))

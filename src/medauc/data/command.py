@@ -17,11 +17,14 @@ from typing import Any
 import pandas as pd
 
 from medauc import runs
-from medauc.config import Config, config_hash, to_dict
+from medauc.config import Config, DataConfig, config_hash, to_dict
 from medauc.data import audit as audit_mod
 from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
+from medauc.data import subjects as subjects_mod
+from medauc.data.convert import convert_medical
+from medauc.data.medical import MEDICAL_KINDS, file_kind
 from medauc.data.sources import Discovery, SourceItem, check_classes, discover
-from medauc.data.split import SPLITS, split_indices
+from medauc.data.split import SPLITS, combine_groups, split_indices
 from medauc.errors import DataError
 
 STAGE = "prepare"
@@ -29,6 +32,8 @@ MANIFEST = "manifest.csv"
 AUDIT = "data_audit.json"
 # DataConfig fields that do not change what prepare writes: changing them must not invalidate it.
 _KEY_IGNORES = ("workers", "image_size", "negative_class", "path")
+# Fields added later: at their default they stay out of the key, so earlier runs stay cached.
+_KEY_LATER = ("group_pattern", "groups_csv", "dicom_frames", "window", "volume_axis", "slices", "mask_pattern")
 _LARGE_GROUP = 0.01  # a duplicate group holding more than this share of the images is suspicious
 
 
@@ -41,8 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    subjects_mod.check_settings(args.cfg.data)
     if args.data or args.cfg.data.source == "folder":
-        discover(resolve_data_dir(args.cfg, args.data), args.cfg.data)  # a wrong folder leaves no run folder behind
+        # A wrong folder or an image without its patient leaves no run folder behind.
+        folder = resolve_data_dir(args.cfg, args.data)
+        disc = discover(folder, args.cfg.data)
+        # DICOM and NIfTI files name their patients themselves, once converted (prepare_stage).
+        others = [it for it in disc.items if file_kind(it.path, args.cfg.data.mask_pattern) not in MEDICAL_KINDS]
+        subjects_mod.assign_subjects(others, folder, disc.root, args.cfg.data)
     run_dir = runs.open_run(args.out, args.cfg, args.force)
     prepare_stage(args.cfg, run_dir, data_dir=args.data, force=args.force)
     runs.record_config(run_dir, args.cfg)  # data.classes=[] -> the classes found, for the later stages
@@ -65,8 +76,15 @@ def resolve_data_dir(cfg: Config, data_dir: str | os.PathLike[str] | None = None
 
 
 def stage_key(cfg: Config, disc: Discovery) -> str:
-    """Hash of what prepare's outputs depend on: data settings, seed, and the file list."""
+    """Hash of what prepare's outputs depend on: data settings, seed, the file list, and the
+    content of ``data.groups_csv`` (not its path)."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in _KEY_IGNORES}
+    defaults = to_dict(DataConfig())
+    for k in _KEY_LATER:
+        if data[k] == defaults[k]:
+            del data[k]
+    if cfg.data.groups_csv:
+        data["groups_csv"] = runs.file_sha256(Path(cfg.data.groups_csv).expanduser())
     files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
     return config_hash(data, cfg.seed, str(disc.root), files)
 
@@ -86,24 +104,40 @@ def prepare_stage(
     """Discover, read, audit and split the data set; write manifest.csv and data_audit.json.
 
     Returns the manifest path. Skips the work when ``run_dir`` already holds a prepare stage
-    computed from the same data and settings; raises RunFolderError when it holds one from other
-    inputs and ``force`` is off.
+    computed from the same data and settings with its files intact; raises RunFolderError when it
+    holds one from other inputs, or a manifest changed since, and ``force`` is off (see :mod:`medauc.stages`).
     """
+    from medauc import stages
+
+    return stages.run(STAGE, cfg, run_dir, force, data_dir=data_dir)
+
+
+def source_key(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> str:
+    """The prepare stage's cache key (:func:`stage_key` of the data folder it would read)."""
+    return stage_key(cfg, discover(resolve_data_dir(cfg, data_dir), cfg.data))
+
+
+def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The prepare stage's work (no caching: :func:`prepare_stage` decides whether it runs)."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     root = resolve_data_dir(cfg, data_dir)
     timings = {"source_s": time.perf_counter() - t0}  # includes generating the phantom on first use
     t = time.perf_counter()
     disc = discover(root, cfg.data)
-    key = stage_key(cfg, disc)
     manifest_path = run_dir / MANIFEST
-    if not runs.check_stage(run_dir, STAGE, key, force) and manifest_path.is_file():
-        print(f"prepare: {manifest_path} is up to date (same data and settings); nothing to do")
-        return manifest_path
     timings["discover_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # DICOM/NIfTI -> PNGs in the run folder, patients from the headers; then the configured patients of the rest.
+    disc, medical = convert_medical(disc, cfg.data, run_dir, cfg.data.workers)
+    disc.items, subject_source = subjects_mod.assign_subjects(disc.items, root, disc.root, cfg.data)
+    timings["convert_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     items, ids, recs, unreadable = _read_all(disc, cfg.data.workers)
+    if medical is not None:
+        medical.annotate(items, recs)
     labels = [it.label for it in items]
     timings["read_s"] = time.perf_counter() - t
 
@@ -114,20 +148,28 @@ def prepare_stage(
     timings["duplicates_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    subjects = [it.subject for it in items] if any(it.subject for it in items) else None
     split = split_indices(
         labels, dup["group"], ids, seed=cfg.seed, test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.data.val_fraction, given=[it.given_split for it in items] if cfg.data.split == "given" else None,
+        subjects=subjects,
     )
     timings["split_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if cfg.data.shortcut_audit:
-        shortcut = audit_mod.shortcut_audit(recs, labels, disc.classes, seed=cfg.seed, workers=cfg.data.workers)
+        shortcut = audit_mod.shortcut_audit(
+            recs, labels, disc.classes, seed=cfg.seed, workers=cfg.data.workers,
+            groups=combine_groups(dup["group"], subjects) if subjects is not None else None,
+        )
     else:
         shortcut = {"per_class": {}, "macro": None, "max": None, "note": "disabled (data.shortcut_audit=false)"}
     timings["shortcut_s"] = time.perf_counter() - t
 
-    df = _manifest_frame(items, ids, recs, dup["group"], split.split)
+    df = _manifest_frame(items, ids, recs, combine_groups(dup["group"], subjects), split.split)
+    if medical is not None:
+        df["source_file"] = [medical.refs.get(str(it.path), "") for it in items]
+    subject_audit = _subject_audit(df, disc.classes, subject_source, cfg, split.cross_subjects)
     group_sizes = [len(ix) for ix in dup["members"].values()]
     audit = {
         "data_root": str(disc.root),
@@ -137,6 +179,7 @@ def prepare_stage(
         "n_files": len(disc.fingerprint),
         "n_images": len(items),
         "counts": _counts(df, disc.classes),
+        "subjects": subject_audit,
         "unreadable": unreadable,
         "skipped": disc.skipped,
         "exact_duplicate_groups": [[ids[i] for i in ix] for ix in dup["exact"]],
@@ -150,16 +193,18 @@ def prepare_stage(
         "split": {"method": cfg.data.split, "seed": cfg.seed, "test_fraction": cfg.data.test_fraction,
                   "val_fraction": cfg.data.val_fraction},
         "masks": int(sum(bool(it.mask_path) for it in items)),
+        "medical": medical.summary if medical is not None else None,  # DICOM/NIfTI conversion (medauc.data.convert)
         "class_stats": audit_mod.class_stats(recs, labels, disc.classes),
         "shortcut_auc": shortcut,
         "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), cfg.data.near_duplicate_hamming)
-        + _given_warning(split.cross_split, split.split),
+        + _given_warning(split.cross_split, split.split) + _subject_warnings(subject_audit)
+        + (medical.warnings if medical is not None else []),
         "seconds": round(time.perf_counter() - t0, 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     write_manifest(manifest_path, df)
     runs.write_json(run_dir / AUDIT, audit)
-    runs.mark_stage(run_dir, STAGE, key, manifest_sha256=runs.file_sha256(manifest_path), n_images=len(items))
+    runs.record_config(run_dir, cfg)  # data.classes=[] -> the classes found, in config.yaml
     print(summary_text(audit, run_dir))  # warnings included: printed once, on stdout, with the counts
     return manifest_path
 
@@ -188,6 +233,7 @@ def _manifest_frame(
     items: list[SourceItem], ids: list[str], recs: list[dict[str, Any]], group: Any, split: Any
 ) -> pd.DataFrame:
     has_masks = any(it.mask_path for it in items)
+    has_subjects = any(it.subject for it in items)  # no column without a known patient: the manifest stays as before
     rows = []
     for i, (it, r) in enumerate(zip(items, recs)):
         row = {
@@ -195,10 +241,13 @@ def _manifest_frame(
             "sha256": r["sha256"], "phash": r["phash"], "width": r["width"], "height": r["height"],
             "mode": r["mode"], "group": int(group[i]),
         }
+        if has_subjects:
+            row["subject"] = it.subject
         if has_masks:
             row["mask_path"] = it.mask_path
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS) + (["mask_path"] if has_masks else []))
+    extra = (["subject"] if has_subjects else []) + (["mask_path"] if has_masks else [])
+    return pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS) + extra)
 
 
 def _warnings(shortcut: dict[str, Any], conflicts: list[dict[str, Any]], largest_group: int, n: int, hamming: int) -> list[str]:
@@ -232,6 +281,56 @@ def _given_warning(cross: Any, split: Any) -> list[str]:
             "so test scores may be optimistic"]
 
 
+def _subject_audit(
+    df: pd.DataFrame, classes: list[str], source: str, cfg: Config, given_cross: tuple[str, ...]
+) -> dict[str, Any]:
+    """Patients per split and class (a patient counts once in every class it has images of), and
+    how they sit across splits and classes. ``known`` is False when no image has a patient id."""
+    if "subject" not in df.columns:
+        return {"known": False, "source": "", "n_subjects": None, "counts": None,
+                "note": "no patient ids (set data.group_pattern or data.groups_csv): slices of one patient may sit "
+                        "in train and test, and intervals treat the slices as independent"}
+    known = df[df["subject"] != ""]
+    counts: dict[str, dict[str, int]] = {}
+    for s in (*SPLITS, "total"):
+        sub = known if s == "total" else known[known["split"] == s]
+        counts[s] = {c: int(sub.loc[sub["label"] == c, "subject"].nunique()) for c in classes}
+        counts[s]["all"] = int(sub["subject"].nunique())
+    splits_of = known.groupby("subject")["split"].nunique()
+    if cfg.data.split != "given" and (splits_of > 1).any():
+        raise RuntimeError(f"the split put patient {splits_of.index[splits_of > 1][0]!r} in two splits: a bug in medauc.data.split")
+    classes_of = known.groupby("subject")["label"].nunique()
+    sizes = known.groupby("subject").size()
+    return {
+        "known": True,
+        "source": source,
+        "pattern": cfg.data.group_pattern or None,
+        "groups_csv": cfg.data.groups_csv or None,
+        "n_subjects": int(known["subject"].nunique()),
+        "n_images_without_subject": int((df["subject"] == "").sum()),
+        "images_per_subject": {"min": int(sizes.min()), "median": float(sizes.median()), "max": int(sizes.max())},
+        "counts": counts,  # split -> class -> patients ("all": patients in the split)
+        "across_classes": int((classes_of > 1).sum()),  # patients with images of more than one class: normal
+        # always [] for a random split; with data.split=given: patients in the given train and test sets
+        "in_two_splits": sorted(splits_of.index[splits_of > 1].astype(str)),
+        "given_split_subjects": list(given_cross),
+    }
+
+
+def _subject_warnings(sa: dict[str, Any]) -> list[str]:
+    if not sa["known"]:
+        return []
+    out = []
+    if sa["given_split_subjects"]:
+        n, first = len(sa["given_split_subjects"]), sa["given_split_subjects"][0]
+        out.append(f"{n} patient(s) have images in both the given training and test sets (e.g. {first}; listed in "
+                   "data_audit.json, subjects.given_split_subjects); the test set is kept as given, so test scores may "
+                   "be optimistic")
+    if sa["n_images_without_subject"]:
+        out.append(f"{sa['n_images_without_subject']} image(s) have no patient id; each counts as a patient of its own")
+    return out
+
+
 def _counts(df: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for s in SPLITS:
@@ -250,6 +349,16 @@ def summary_text(audit: dict[str, Any], run_dir: Path) -> str:
     for s in (*SPLITS, "total"):
         row = audit["counts"][s]
         lines.append("  " + s.ljust(7) + "".join(str(row[c]).rjust(width) for c in classes) + str(sum(row.values())).rjust(8))
+    sa = audit.get("subjects") or {"known": False}
+    if sa["known"]:
+        lines.append(f"  patients: {sa['n_subjects']} (from {sa['source']}), each in one split; per split and class "
+                     f"(a patient with images of two classes counts in both):")
+        for s in (*SPLITS, "total"):
+            row = sa["counts"][s]
+            lines.append("  " + s.ljust(7) + "".join(str(row[c]).rjust(width) for c in classes) + str(row["all"]).rjust(8))
+    else:
+        lines.append("  patients: unknown (no data.group_pattern or data.groups_csv): slices of one patient may sit in "
+                     "train and test")
     reasons: dict[str, int] = {}
     for d in audit["skipped"]:
         reasons[d["reason"].split(" (")[0]] = reasons.get(d["reason"].split(" (")[0], 0) + 1

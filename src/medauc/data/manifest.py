@@ -1,9 +1,13 @@
 """``manifest.csv``: one row per usable image, the hand-off from ``prepare`` to every later stage.
 
-Columns: ``image_id, path, label, split, sha256, phash, width, height, mode, group`` and
-``mask_path`` (empty string when an image has no mask); later stages add ``source_image_id``
-and ``sigma``. ``image_id`` is unique and stable (``<label>/<path below the class folder,
-without extension>``); ``path`` is absolute.
+Columns: ``image_id, path, label, split, sha256, phash, width, height, mode, group``, then
+``subject`` (the patient id, text, "" = unknown; written only when some patient is known),
+``mask_path`` (empty string when an image has no mask) and ``source_file`` (DICOM and NIfTI
+sets: the converted file's reference ``<class folder>/file-<n>``, :mod:`medauc.data.convert`;
+``path`` is then the PNG in the run folder); later stages add ``source_image_id`` and
+``sigma``. ``image_id`` is unique and stable (``<label>/<path below the class folder, without
+extension>``; converted files: ``<label>/file-<n>[-f<frame>|-s<slice>]``); ``path`` is absolute.
+``group`` is what the split keeps together: the connected components of duplicates and patients.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from medauc.errors import DataError
 from medauc.runs import atomic_path
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "split", "sha256", "phash", "width", "height", "mode", "group")
-OPTIONAL_COLUMNS = ("mask_path", "source_image_id", "sigma")
+OPTIONAL_COLUMNS = ("subject", "mask_path", "source_file", "source_image_id", "sigma")
 _INT_COLUMNS = ("width", "height", "group")
 _FLOAT_COLUMNS = ("sigma",)
 
@@ -36,7 +40,8 @@ def write_manifest(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
 def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """Read and validate a manifest: the required columns, unique image ids, known split names.
 
-    Text columns stay text (empty, not NaN); width/height/group are ints, sigma a float.
+    Text columns stay text (empty, not NaN; a ``subject`` of ``007`` stays ``"007"``); width/height/group
+    are ints, sigma a float.
     Raises DataError naming the file and the missing column or bad value.
     """
     path = Path(path)
@@ -59,6 +64,14 @@ def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQU
         if c in df.columns:
             df[c] = pd.to_numeric(df[c].replace("", "nan"), errors="coerce")
     return df
+
+
+def known_subjects(df: pd.DataFrame) -> list[str] | None:
+    """The ``subject`` column as text ("" = unknown), or None when no row has a known patient."""
+    if "subject" not in df.columns:
+        return None
+    col = df["subject"].fillna("").astype(str)
+    return list(col) if (col != "").any() else None
 
 
 def class_order(labels: Iterable[str], negative_class: str) -> list[str]:

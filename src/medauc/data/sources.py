@@ -9,6 +9,10 @@ a single sub-folder and no images, as unzipped Kaggle downloads do):
   (masoudnickparvar/brain-tumor-mri-dataset, ``notumor`` = healthy);
 * ``root/masks/<same relative path>.<any image extension>``: lesion masks (never a class).
 
+DICOM and NIfTI files are candidates too (:mod:`medauc.data.medical` says which files are);
+``prepare`` converts them (:mod:`medauc.data.convert`). A NIfTI mask is ``masks/<same relative
+path>`` or, next to its volumes, a file named by ``data.mask_pattern``.
+
 Folder names go through ``data.aliases`` (case-insensitive) and then must name one of
 ``data.classes`` (case-insensitive; empty = the classes found). Hidden and system files and
 non-image files are skipped and listed with the reason.
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from medauc.config import DataConfig
 from medauc.data.images import IMAGE_EXTENSIONS
+from medauc.data.medical import candidate_reason, is_nifti_name
 from medauc.errors import DataError
 
 MASKS_DIR = "masks"
@@ -42,6 +47,7 @@ class SourceItem:
     class_rel: str  # path relative to its class folder, POSIX separators
     given_split: str = ""  # "train" / "test" in the given-split layout, else ""
     mask_path: str = ""  # absolute path of the lesion mask, or ""
+    subject: str = ""  # patient/subject id (data.group_pattern, data.groups_csv or file headers), "" = unknown
 
 
 @dataclass
@@ -214,6 +220,8 @@ def discover(root: str | os.PathLike[str], dcfg: DataConfig) -> Discovery:
                     continue
                 disc.fingerprint.append((rel, st.st_size, st.st_mtime_ns))
                 reason = skip_reason(name)
+                if reason is not None and reason != "hidden or system file":
+                    reason = candidate_reason(p, dcfg.mask_pattern, reason)  # DICOM and NIfTI are images too
                 if reason is not None:
                     disc.skipped.append({"path": str(p), "reason": reason})
                     continue
@@ -260,7 +268,7 @@ def _index_masks(mask_root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for cur, names in _walk(mask_root):
         for name in names:
-            if skip_reason(name) is None:
+            if skip_reason(name) is None or is_nifti_name(name):
                 p = cur / name
                 out.setdefault(os.path.splitext(p.relative_to(mask_root).as_posix())[0], str(p))
     return out

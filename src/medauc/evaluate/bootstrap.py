@@ -4,6 +4,16 @@ A resample is a vector of counts w (n,), how often each image was drawn; images 
 replacement within each true class, so every resample keeps the class sizes of the test set (and
 every one-vs-rest AUC stays defined). The same weights are applied to every model, which makes
 model differences paired by image. Resamples are produced in chunks to bound memory.
+
+When the images' patients are known (``clusters``), a resample draws *patients* with replacement
+and each image's weight is how often its patient was drawn (a cluster bootstrap): slices of one
+patient are correlated, and drawing them one by one would make every interval too narrow.
+Patients are stratified by the set of classes their images hold (a patient with only glioma
+slices, one with healthy and glioma slices, ...), so each resample keeps the number of patients of
+every such pattern; the number of *images* per class then varies with the patients drawn, as it
+would in a new sample of patients. A pattern held by a single patient would redraw that patient in
+every resample and so contribute no variance: such patients are pooled into one stratum (joined
+to the largest stratum if the pool still holds only one patient).
 """
 
 from __future__ import annotations
@@ -37,14 +47,52 @@ def bootstrap_weights(strata: np.ndarray, n_resamples: int, rng: np.random.Gener
     return W
 
 
-def weight_chunks(strata: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield weight matrices (B_chunk, n) summing to ``n_resamples`` rows, from one seeded generator."""
+def patient_strata(clusters: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Patient index of every image and the stratum of every patient (see the module docstring).
+
+    clusters: (n,) patient ids; strata: (n,) image class. Returns ``codes`` (n,) int in [0, I) and
+    ``patient_stratum`` (I,) int: patients holding the same set of classes share a stratum;
+    patterns held by one patient only are pooled.
+    """
+    _, codes = np.unique(np.asarray(clusters), return_inverse=True)
+    _, s = np.unique(np.asarray(strata), return_inverse=True)
+    n_patients = int(codes.max()) + 1
+    holds = np.zeros((n_patients, int(s.max()) + 1), dtype=bool)
+    holds[codes, s] = True
+    _, pattern, size = np.unique(holds, axis=0, return_inverse=True, return_counts=True)
+    pattern = pattern.ravel()
+    lone = size[pattern] == 1
+    if lone.sum() == 1:
+        pattern[lone] = int(np.argmax(np.where(size > 1, size, 0)))  # its pool would hold it alone: join the largest
+    elif lone.any():
+        pattern[lone] = size.size  # one pooled stratum
+    return codes.astype(np.int64), pattern.astype(np.int64)
+
+
+def cluster_weights(codes: np.ndarray, patient_stratum: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) image weights of a stratified patient bootstrap: how often each image's patient was drawn.
+
+    codes: (n,) patient index of each image; patient_stratum: (I,) stratum of each patient (from
+    :func:`patient_strata`).
+    """
+    return bootstrap_weights(patient_stratum, n_resamples, rng)[:, codes]
+
+
+def weight_chunks(strata: np.ndarray, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield weight matrices (B_chunk, n) summing to ``n_resamples`` rows, from one seeded generator.
+
+    ``clusters`` (n,) patient ids (None: unknown) turn the image bootstrap into a patient bootstrap.
+    """
     rng = np.random.default_rng(seed)
     per_chunk = max(1, min(n_resamples, CHUNK_ENTRIES // max(1, np.asarray(strata).size)))
+    plan = None if clusters is None else patient_strata(clusters, strata)
     done = 0
     while done < n_resamples:
         b = min(per_chunk, n_resamples - done)
-        yield bootstrap_weights(strata, b, rng)
+        if plan is None:
+            yield bootstrap_weights(strata, b, rng)
+        else:
+            yield cluster_weights(plan[0], plan[1], b, rng)
         done += b
 
 
@@ -55,13 +103,17 @@ def bootstrap_many(
     functions: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]],
     progress: bool = False,
     desc: str = "bootstrap",
+    clusters: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Apply every function (W (B, n) -> {metric: (B,)}) to the same resamples: {key: {metric: (n_resamples,)}}."""
+    """Apply every function (W (B, n) -> {metric: (B,)}) to the same resamples: {key: {metric: (n_resamples,)}}.
+
+    ``clusters`` (n,) patient ids: resample patients instead of images (None: images).
+    """
     from tqdm import tqdm
 
     parts: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in functions}
     bar = tqdm(total=n_resamples, desc=desc, unit="resample", disable=not progress, leave=False)
-    for W in weight_chunks(strata, n_resamples, seed):
+    for W in weight_chunks(strata, n_resamples, seed, clusters):
         for key, fn in functions.items():
             for name, v in fn(W).items():
                 parts[key].setdefault(name, []).append(v)

@@ -1,18 +1,22 @@
-"""``medauc evaluate``: every predictions file of a run -> metrics.json, comparisons.csv, curves/.
+"""``medauc evaluate``: the run's predictions files -> metrics.json, comparisons.csv, curves/.
 
 Inputs: ``<run>/predictions/<model>/<seed>/test.csv`` (and ``val.csv`` beside it, for the
-operating point). Nothing else: no model, no GPU.
+operating point) of every model in ``model.names`` and seed in ``train.seeds``; other folders
+there are listed as ignored. Nothing else: no model, no GPU.
 
 ``metrics.json`` schema (``"schema": "medauc.metrics/1"``; NaN is written as null)::
 
     classes, negative_class      class order of the prob_ columns; the screening negative class
     test_prevalence              share of positive (non-negative-class) test images
     level, n_bootstrap, bootstrap_seed, prevalences
+    unit, n_images, n_patients   what every interval and test resamples: "patients" (the predictions
+                                 files name them) or "images" (n_patients null: no patient known)
+    power                        power of each comparison's smallest detectable difference
     definitions                  {metric or method: one-sentence definition}; "auc_<class>" etc.
                                  stand for every class, "ppv@<prevalence>" for every prevalence
     models: {model: {
         seeds: {seed: {
-            test_file, n, n_per_class
+            test_file, n, n_per_class, n_patients, n_patients_per_class (null without patients)
             metrics: {metric: {value, low, high, undefined_share}}  # every metric with its bootstrap CI and
                                  # the share of resamples where it is undefined (left out of the CI)
             confusion_matrix: {rows, columns, classes, counts (K x K)}
@@ -27,9 +31,13 @@ operating point). Nothing else: no model, no GPU.
                                  model_a is the better by the seed mean
     question_1: {auc_metric, ranked_by_accuracy, ranked_by_auc, accuracy, auc, n_seeds,
                  pairs: [{accuracy_winner, auc_winner, ..., sentence}], answer}
+    ignored: [{model, seed, reason}]   predictions files left out: a model not in model.names or
+                                 a seed not in train.seeds (an older run's, say)
 
 ``comparisons.csv``: one row per paired comparison, columns ``table, seed, metric, model_a,
-model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant, note``
+model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant, note,
+se, detectable, unit, n_patients`` (``se``: the difference's standard error; ``detectable``: the
+smallest difference the test could detect at ``evaluate.power``, see :mod:`medauc.evaluate.power`)
 (difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.compare`). A
 comparison that cannot be trusted on these data (too few images in a class, an undefined metric,
 a zero-width interval) has an empty ``significant`` and ``p_holm`` and a ``note`` saying why.
@@ -48,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from medauc import runs
-from medauc.config import Config, config_hash
+from medauc.config import Config
 from medauc.errors import EvaluationError
 from medauc.evaluate.compare import COMPARISON_FIELDS, evaluate_predictions
 
@@ -56,8 +64,8 @@ log = logging.getLogger(__name__)
 STAGE = "evaluate"
 
 
-def find_predictions(root: str | Path, split: str = "test", model_order: list[str] | None = None) -> dict[str, dict[int, Path]]:
-    """``{model: {seed: path}}`` of ``<root>/<model>/<seed>/<split>.csv``; models in ``model_order`` first."""
+def find_predictions(root: str | Path, split: str = "test") -> dict[str, dict[int, Path]]:
+    """``{model folder: {seed: path}}`` of every ``<root>/<model>/<seed>/<split>.csv`` on disk, sorted."""
     root = Path(root)
     found: dict[str, dict[int, Path]] = {}
     for f in sorted(root.glob(f"*/*/{split}.csv")):
@@ -67,31 +75,65 @@ def find_predictions(root: str | Path, split: str = "test", model_order: list[st
         except ValueError:
             raise EvaluationError(f"{f}: the folder above {split}.csv must be the integer seed, got {seed_dir!r}") from None
         found.setdefault(model, {})[seed] = f
+    return {m: dict(sorted(found[m].items())) for m in sorted(found)}
+
+
+def select_predictions(
+    found: dict[str, dict[int, Path]], models: list[str], seeds: list[int], required: bool = True,
+) -> tuple[dict[str, dict[int, Path]], list[dict[str, Any]]]:
+    """Keep the predictions of the configured ``models`` and ``seeds`` only, in config order.
+
+    ``found``: :func:`find_predictions`' result. Returns ``(selected, ignored)``: ``ignored`` lists
+    ``{model, seed, reason}`` for every other file (an old model or seed left in the run folder must
+    not enter Table 1 or the Holm family). With ``required``, a configured model and seed without a
+    file is an error.
+    """
     # training writes a timm name such as "hf-hub:org/x" to the folder "hf-hub_org_x"
-    wanted = [m.replace("/", "_").replace(":", "_") for m in (model_order or [])]
-    order = [m for m in wanted if m in found] + sorted(m for m in found if m not in wanted)
-    return {m: found[m] for m in order}
+    folders = {m.replace("/", "_").replace(":", "_"): m for m in models}
+    selected: dict[str, dict[int, Path]] = {}
+    for folder in folders:
+        have = found.get(folder, {})
+        missing = [s for s in seeds if s not in have]
+        if required and missing:
+            raise EvaluationError(
+                f"model.names includes {folders[folder]!r} and train.seeds includes {missing[0]}, but there is no "
+                f"predictions/{folder}/{missing[0]}/ file; run `medauc train` (or `medauc run`) for this run first, "
+                "or remove it from model.names / train.seeds"
+            )
+        if any(s in have for s in seeds):
+            selected[folder] = {s: have[s] for s in seeds if s in have}
+    ignored = [
+        {"model": m, "seed": s, "reason": "model not in model.names" if m not in folders else "seed not in train.seeds"}
+        for m, by_seed in found.items() for s in by_seed if m not in selected or s not in selected[m]
+    ]
+    return selected, ignored
 
 
 def evaluate_stage(cfg: Config, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
-    """Evaluate every ``predictions/<model>/<seed>/test.csv`` of ``run_dir``; write metrics.json,
-    comparisons.csv and curves/. Returns the metrics dict (read back from disk when the stage is cached)."""
+    """Evaluate ``predictions/<model>/<seed>/test.csv`` of ``run_dir`` for every model in
+    ``model.names`` and seed in ``train.seeds`` (other folders are listed as ignored); write metrics.json,
+    comparisons.csv and curves/. Returns the metrics dict (read back from disk when the stage is cached:
+    same predictions files and settings, its files intact; see :func:`medauc.stages.run`)."""
+    from medauc import stages
+
+    return stages.run(STAGE, cfg, run_dir, force)
+
+
+def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """The evaluate stage's work (no caching: :func:`evaluate_stage` decides whether it runs)."""
     run_dir = Path(run_dir)
-    tests = find_predictions(run_dir / "predictions", "test", cfg.model.names)
-    if not tests:
+    found = find_predictions(run_dir / "predictions", "test")
+    if not found:
         raise EvaluationError(
             f"no predictions files in {run_dir / 'predictions'} (expected <model>/<seed>/test.csv); "
             "run `medauc train` for this run first"
         )
-    vals = find_predictions(run_dir / "predictions", "val", cfg.model.names)
-    hashes = {
-        str(p.relative_to(run_dir)): runs.file_sha256(p)
-        for d in (tests, vals) for seeds in d.values() for p in seeds.values()
-    }
-    key = config_hash(cfg.evaluate, cfg.data.classes, cfg.data.negative_class, cfg.seed, hashes)
-    if not runs.check_stage(run_dir, STAGE, key, force):
-        log.info("evaluate: already done for these predictions files in %s; skipping", run_dir)
-        return runs.read_json(run_dir / "metrics.json")
+    tests, ignored = select_predictions(found, list(cfg.model.names), list(cfg.train.seeds))
+    if ignored:
+        log.warning("evaluate: ignoring predictions not in this run's model.names/train.seeds: %s",
+                    ", ".join(f"{r['model']}/{r['seed']}" for r in ignored))
+    vals, _ = select_predictions(find_predictions(run_dir / "predictions", "val"), list(cfg.model.names),
+                                 list(cfg.train.seeds), required=False)
     curves = run_dir / "curves"
     if curves.exists():
         shutil.rmtree(curves)  # stale curves of models no longer in the run must not linger
@@ -101,9 +143,9 @@ def evaluate_stage(cfg: Config, run_dir: str | Path, force: bool = False) -> dic
         for seed in model["seeds"].values():
             seed["curves"] = {k: str(Path(v).relative_to(run_dir)) for k, v in seed.get("curves", {}).items()}
     result["comparisons_file"] = "comparisons.csv"
+    result["ignored"] = ignored
     runs.write_csv(run_dir / "comparisons.csv", comparisons, COMPARISON_FIELDS)
     runs.write_json(run_dir / "metrics.json", result)
-    runs.mark_stage(run_dir, STAGE, key, files=sorted(hashes))
     log.info("evaluate: %s", result["question_1"]["answer"])
     return runs.read_json(run_dir / "metrics.json")
 

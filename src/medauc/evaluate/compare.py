@@ -16,9 +16,16 @@ Comparison tables (Holm's correction runs within one table and one seed):
 - ``calibration``: Brier, ECE, screening Brier and ECE (bootstrap).
 
 A comparison is *not assessable* (``significant`` None, ``note`` says why, left out of Holm) when
-the metric is undefined, rests on a group of fewer than :data:`MIN_CASES` test images, is undefined
+the metric is undefined, rests on a group of fewer than :data:`MIN_CASES` test images (or patients,
+when they are known), is undefined
 in more than :data:`~medauc.evaluate.bootstrap.UNDEFINED_SHARE_WARN` of the resamples, or every
 resample gives the same non-zero difference: a "yes" or "no" there would be an artefact of the data.
+
+When the predictions files name each image's patient (``subject``), the bootstrap resamples
+patients and the DeLong tests use Obuchowski's clustered variance: every interval and p-value is at
+the level of patients (``unit`` "patients" in every output). Every comparison also gives ``se``, the
+standard error of its difference, and ``detectable``, the smallest difference this test set could
+detect at ``evaluate.power`` (see :mod:`medauc.evaluate.power`).
 """
 
 from __future__ import annotations
@@ -52,11 +59,13 @@ from medauc.evaluate.metrics import (
     read_predictions,
     screening_threshold,
 )
+from medauc.evaluate.power import detectable_difference
 from medauc.evaluate.prevalence import prevalence_table
 
 COMPARISON_FIELDS = [
     "table", "seed", "metric", "model_a", "model_b", "value_a", "value_b", "difference",
     "ci_low", "ci_high", "p_value", "p_holm", "test", "significant", "note",
+    "se", "detectable", "unit", "n_patients",
 ]
 # A group of test images (a class, the rest of the test set, the screening positives or negatives)
 # smaller than this: a paired test on a metric that rests on it is not assessable.
@@ -168,6 +177,20 @@ def _align(test: Predictions, ref: Predictions) -> Predictions:
             f"{test.source} and {ref.source} give different labels for {differ.size} images "
             f"(e.g. {ref.image_ids[i]}: {test.classes[test.y[i]]} vs {ref.classes[ref.y[i]]}); they come from different manifests"
         )
+    if (test.subject is None) != (ref.subject is None):
+        has, lacks = (test, ref) if ref.subject is None else (ref, test)
+        raise EvaluationError(
+            f"{has.source} names each image's patient (subject column) but {lacks.source} does not; paired "
+            "comparisons must resample the same units: re-run prediction so that both files carry the subject column"
+        )
+    if test.subject is not None:
+        differ = np.flatnonzero(test.subject != ref.subject)
+        if differ.size:
+            i = differ[0]
+            raise EvaluationError(
+                f"{test.source} and {ref.source} give different patients (subject) for {differ.size} images "
+                f"(e.g. {ref.image_ids[i]}: {test.subject[i]!r} vs {ref.subject[i]!r}); they come from different manifests"
+            )
     return test
 
 
@@ -175,20 +198,22 @@ PER_CLASS_PREFIXES = ("auc", "sensitivity", "specificity", "ppv", "f1")
 MACRO_METRICS = ("balanced_accuracy", "auc_macro", "f1_macro")
 
 
-def metric_groups(metric: str, pred: Predictions) -> dict[str, int]:
+def metric_groups(metric: str, pred: Predictions, patients: bool = False) -> dict[str, int]:
     """The groups of test images a metric's estimate rests on, with their sizes: a class and the rest
     for per-class metrics, positives and negatives for screening metrics, every class for macro metrics,
-    else the whole test set."""
-    counts = {c: int(n) for c, n in zip(pred.classes, np.bincount(pred.y, minlength=len(pred.classes)))}
-    for c in pred.classes:
+    else the whole test set. ``patients``: sizes in distinct patients instead of images (needs subjects)."""
+    def size(mask: np.ndarray) -> int:
+        return int(np.unique(pred.subject[mask]).size) if patients and pred.subject is not None else int(mask.sum())
+
+    for i, c in enumerate(pred.classes):
         if metric in {f"{m}_{c}" for m in PER_CLASS_PREFIXES}:
-            return {c: counts[c], f"not {c}": pred.n - counts[c]}
+            return {c: size(pred.y == i), f"not {c}": size(pred.y != i)}
     if metric.startswith(("screening_", "op_")):
         neg = pred.classes[pred.negative]
-        return {f"not {neg} (positive)": int(pred.positive.sum()), neg: int((~pred.positive).sum())}
+        return {f"not {neg} (positive)": size(pred.positive), neg: size(~pred.positive)}
     if metric in MACRO_METRICS:
-        return counts
-    return {"test set": pred.n}
+        return {c: size(pred.y == i) for i, c in enumerate(pred.classes)}
+    return {"test set": size(np.ones(pred.n, dtype=bool))}
 
 
 def _not_assessable(row: dict[str, Any], pred: Predictions, d: np.ndarray | None) -> str:
@@ -201,6 +226,12 @@ def _not_assessable(row: dict[str, Any], pred: Predictions, d: np.ndarray | None
     small = {g: n for g, n in metric_groups(row["metric"], pred).items() if n < MIN_CASES}
     if small:
         return "too few test images: " + ", ".join(f"{g} has {n}" for g, n in small.items()) + f" (fewer than {MIN_CASES})"
+    if pred.subject is not None:
+        # the patient bootstrap and Obuchowski's variance rest on the patients, not on their slices
+        small = {g: n for g, n in metric_groups(row["metric"], pred, patients=True).items() if n < MIN_CASES}
+        if small:
+            return ("too few test patients: " + ", ".join(f"{g} has {n}" for g, n in small.items())
+                    + f" (fewer than {MIN_CASES})")
     if d is not None:
         share = undefined_share(d)
         if share > UNDEFINED_SHARE_WARN:
@@ -226,34 +257,43 @@ def _warn_undefined_share(e: _Entry) -> None:
         )
 
 
-def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, level: float) -> dict[str, Any]:
+def _unit(pred: Predictions) -> str:
+    """What the intervals and tests resample or model: "patients" when the subjects are known, else "images"."""
+    return "images" if pred.subject is None else "patients"
+
+
+def _compare_pair(a: _Entry, b: _Entry, table: str, metric: str, test: str, level: float, power: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "table": table, "seed": a.seed, "metric": metric, "model_a": a.model, "model_b": b.model,
         "value_a": a.values[metric], "value_b": b.values[metric], "test": test,
+        "unit": _unit(a.test), "n_patients": a.test.n_subjects,
     }
     d = None
+    nan = float("nan")
     if not (np.isfinite(row["value_a"]) and np.isfinite(row["value_b"])):
         # undefined for these data (already warned when the metric was computed): no test
-        nan = float("nan")
-        row.update(difference=nan, ci_low=nan, ci_high=nan, p_value=nan)
+        row.update(difference=nan, ci_low=nan, ci_high=nan, p_value=nan, se=nan)
     elif test == "delong":
         if metric == "screening_auc":
             y, sa, sb = a.test.positive, a.test.screening_score, b.test.screening_score
         else:
             c = a.test.classes.index(metric[len("auc_"):])
             y, sa, sb = a.test.y == c, a.test.probs[:, c], b.test.probs[:, c]
-        r = delong_test(y, sa, sb, level=level)
-        row.update(difference=r.difference, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value)
+        r = delong_test(y, sa, sb, level=level, clusters=a.test.subject)
+        row.update(difference=r.difference, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value, se=r.se)
     else:
         d = a.replicates[metric] - b.replicates[metric]
         low, high = percentile_interval(d, level)
-        row.update(difference=a.values[metric] - b.values[metric], ci_low=low, ci_high=high, p_value=paired_p_value(d))
+        finite = d[np.isfinite(d)]
+        row.update(difference=a.values[metric] - b.values[metric], ci_low=low, ci_high=high, p_value=paired_p_value(d),
+                   se=float(np.std(finite, ddof=1)) if finite.size > 1 else nan)
+    row["detectable"] = detectable_difference(row["se"], level, power)
     why = _not_assessable(row, a.test, d)
     row["note"] = f"not assessable: {why}" if why else ""
     return row
 
 
-def _comparisons(entries: list[_Entry], models: list[str], level: float) -> list[dict[str, Any]]:
+def _comparisons(entries: list[_Entry], models: list[str], level: float, power: float = 0.8) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     by_key = {(e.model, e.seed): e for e in entries}
     seeds = sorted({e.seed for e in entries})
@@ -263,7 +303,7 @@ def _comparisons(entries: list[_Entry], models: list[str], level: float) -> list
         has_op = all(by_key[(m, seed)].operating_point is not None for m in present)
         for table, metrics in comparison_tables(classes, has_op).items():
             table_rows = [
-                _compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level)
+                _compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level, power)
                 for metric, test in metrics
                 for ma, mb in itertools.combinations(present, 2)
             ]
@@ -337,7 +377,8 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
     if n_seeds == 1 and mine:
         r = mine[0]
         holm_note = f", Holm-adjusted {r['p_holm']:.2g}" if np.isfinite(r["p_holm"]) and r["p_holm"] != r["p_value"] else ""
-        verdict = (r["note"] or "not assessable") if r["significant"] is None else "significant" if r["significant"] else "not significant"
+        verdict = (r["note"] or "not assessable") if r["significant"] is None else "significant" if r["significant"] else (
+            "not significant" + detectable_clause(r.get("detectable")))
         return (
             f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} "
             f"({r['test'].replace('_', ' ')}, {_fmt_p(r['p_value'])}{holm_note}): {verdict}",
@@ -348,6 +389,13 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
         f"the difference is significant (Holm-adjusted p < {1 - level:.2g}) in {len(sig)} of {len(mine)} seeds",
         bool(mine) and len(sig) == len(mine),
     )
+
+
+def detectable_clause(detectable: Any) -> str:
+    """" (this test set could detect only differences of 0.031 or more)", or "" when undefined."""
+    if detectable is None or not np.isfinite(detectable):
+        return ""
+    return f" (this test set could detect only differences of {detectable:.3g} or more)"
 
 
 def _ranked(values: dict[str, float]) -> list[str]:
@@ -474,12 +522,12 @@ def evaluate_predictions(
         reps = bootstrap_many(
             ref.y, ev.n_bootstrap, cfg.seed,
             {(e.model, e.seed): e.engine.compute for e in entries},
-            progress=progress, desc="bootstrap",
+            progress=progress, desc="bootstrap", clusters=ref.subject,
         )
     for e in entries:
         e.replicates = reps[(e.model, e.seed)]
         _warn_undefined_share(e)
-    comparisons = _comparisons(entries, models, ev.level)
+    comparisons = _comparisons(entries, models, ev.level, ev.power)
     own_prev = float(ref.positive.mean())
     out_models: dict[str, Any] = {m: {"seeds": {}} for m in models}
     for e in entries:
@@ -487,6 +535,8 @@ def evaluate_predictions(
             "test_file": e.test.source,
             "n": e.test.n,
             "n_per_class": {c: int(n) for c, n in zip(e.test.classes, np.bincount(e.test.y, minlength=len(e.test.classes)))},
+            "n_patients": e.test.n_subjects,
+            "n_patients_per_class": _patients_per_class(e.test),
             "metrics": {k: estimate_cell(v, e.replicates[k], ev.level) for k, v in e.values.items()},
             "confusion_matrix": {"rows": "true class", "columns": "arg-max class", "classes": list(e.test.classes),
                                  "counts": e.engine.confusion_matrix().tolist()},
@@ -500,13 +550,31 @@ def evaluate_predictions(
     for m in models:
         out_models[m]["summary"] = summaries[m]
     definitions = dict(DEFINITIONS)
+    if ref.subject is not None:
+        definitions["interval"] = (
+            "Percentile interval of a patient (cluster) bootstrap: patients resampled with replacement within groups of "
+            "patients holding the same classes, every image weighted by how often its patient was drawn; the same "
+            "resamples for every model, so comparisons are paired."
+        )
+        definitions["delong"] = (
+            "DeLong's test with Obuchowski's (1997) clustered variance: placement values summed per patient, so "
+            "correlated slices of one patient count once; z = (AUC_a - AUC_b) / sd, two-sided normal p."
+        )
+    definitions["se"] = ("Standard error of a paired difference: sqrt(var_a + var_b - 2 cov) for DeLong, the standard "
+                         "deviation of the bootstrap differences otherwise.")
+    definitions["detectable"] = (
+        f"Smallest difference the test could detect with {ev.power:.0%} power at two-sided alpha {1 - ev.level:.2g} "
+        "(before the Holm correction): (z_(1-alpha/2) + z_power) x se; a 'not significant' difference smaller than it "
+        "says the test set is too small, not that the models are equal."
+    )
     definitions["undefined_share"] = (
         "Share of bootstrap resamples in which the metric is undefined (e.g. a PPV when no image is predicted as the "
         f"class); the interval comes from the other resamples and is flagged above {UNDEFINED_SHARE_WARN:.0%}."
     )
     definitions["not assessable"] = (
         "A paired comparison gets no verdict (significant empty; its note says why) when the metric is undefined, "
-        f"rests on a class or group of fewer than {MIN_CASES} test images, is undefined in more than "
+        f"rests on a class or group of fewer than {MIN_CASES} test images (or, with patients known, {MIN_CASES} patients), "
+        "is undefined in more than "
         f"{UNDEFINED_SHARE_WARN:.0%} of the bootstrap resamples, or every resample gives the same non-zero difference."
     )
     return {
@@ -517,6 +585,10 @@ def evaluate_predictions(
         "level": ev.level,
         "n_bootstrap": ev.n_bootstrap,
         "bootstrap_seed": cfg.seed,
+        "unit": _unit(ref),
+        "n_images": ref.n,
+        "n_patients": ref.n_subjects,
+        "power": ev.power,
         "prevalences": list(ev.prevalences),
         "definitions": definitions,
         "models": out_models,
@@ -524,6 +596,13 @@ def evaluate_predictions(
         "question_1": question_one(summaries, comparisons, models, ev.question_auc, ev.level),
         "comparisons": comparisons,
     }
+
+
+def _patients_per_class(pred: Predictions) -> dict[str, int] | None:
+    """Patients holding at least one image of each class; None when the patients are unknown."""
+    if pred.subject is None:
+        return None
+    return {c: int(np.unique(pred.subject[pred.y == i]).size) for i, c in enumerate(pred.classes)}
 
 
 def _names_for(paths: Sequence[Path]) -> list[str]:
@@ -547,9 +626,11 @@ def compare_files(
     n_bootstrap: int = 2000,
     seed: int = 0,
     renormalise: bool = True,
+    power: float = 0.8,
 ) -> dict[str, Any]:
     """Compare predictions files of the same test images (``medauc compare``): per-file metrics with
-    CIs and paired tests for every pair. Returns ``{"files", "models", "comparisons", "question_1"}``."""
+    CIs and paired tests for every pair. Returns ``{"files", "level", "n_bootstrap", "unit", "n_images",
+    "n_patients", "power", "models", "comparisons", "question_1"}``."""
     from medauc.config import replace
 
     paths = [Path(p) for p in paths]
@@ -560,6 +641,7 @@ def compare_files(
         "seed": seed,
         "data.classes": list(first.classes), "data.negative_class": negative_class,
         "evaluate.level": level, "evaluate.n_bootstrap": n_bootstrap, "evaluate.renormalise": renormalise,
+        "evaluate.power": power,
     })
     names = _names_for(paths)
     result = evaluate_predictions({n: {0: p} for n, p in zip(names, paths)}, cfg)
@@ -567,6 +649,7 @@ def compare_files(
         "files": dict(zip(names, map(str, paths))),
         "level": level,
         "n_bootstrap": n_bootstrap,
+        **{k: result[k] for k in ("unit", "n_images", "n_patients", "power")},
         "models": {n: result["models"][n]["seeds"]["0"]["metrics"] for n in names},
         "comparisons": result["comparisons"],
         "question_1": result["question_1"],

@@ -7,6 +7,21 @@ of the pooled scores: within a group of tied scores, a positive's placement amon
 Ties therefore count one half, as in the Mann-Whitney statistic, scikit-learn and R's pROC (whose
 ``roc.test(method="delong", paired=TRUE)`` and ``ci.auc(method="delong")`` these functions match
 to 1e-9; see ``tests/fixtures/proc_delong.json``).
+
+When the images' patients are known (``clusters``: (n,) patient ids), slices of one patient are
+not independent and the variances come from Obuchowski's clustered-data estimator (1997,
+Biometrics 53:567-578, as implemented in the Cleveland Clinic's ``funcs_clusteredROC.R``): the
+placement values are summed per patient, X_i = sum of V10 over patient i's positives - m_i AUC and
+Y_i = sum of V01 over its negatives - n_i AUC, and with M positives, N negatives, I patients, I10
+of them holding a positive and I01 a negative,
+
+    S10 = I10 / ((I10 - 1) M) sum X_i^2,   S01 = I01 / ((I01 - 1) N) sum Y_i^2,
+    S11 = I / (I - 1) sum X_i Y_i,          var(AUC) = S10 / M + S01 / N + 2 S11 / (M N),
+
+and covariances between two scores on the same images likewise (cross products of their X and Y).
+With one image per patient X_i and Y_i are single centred placement values, S11 = 0 and
+I10 / (I10 - 1) = M / (M - 1): the estimator *is* DeLong's (sample variances with ddof 1), with no
+extra n / (n - 1) factor.
 """
 
 from __future__ import annotations
@@ -42,6 +57,13 @@ class DeLongResult:
     level: float
     n_positive: int
     n_negative: int
+    n_patients: int | None = None  # patients the variance was computed over (Obuchowski); None: images (DeLong)
+
+    @property
+    def se(self) -> float:
+        """Standard error of the difference, sqrt(var_a + var_b - 2 cov); nan if undefined."""
+        v = self.var_a + self.var_b - 2 * self.covariance
+        return float(np.sqrt(max(v, 0.0))) if np.isfinite(v) else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +78,8 @@ class AUCInterval:
     high: float
     level: float
     method: str
-    variance: float = float("nan")  # DeLong variance; nan for the bootstrap
+    variance: float = float("nan")  # DeLong (or Obuchowski) variance; nan for the bootstrap
+    n_patients: int | None = None  # patients resampled or modelled; None: images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,16 +154,64 @@ def _class_counts(y: np.ndarray) -> tuple[int, int]:
     return m, y.size - m
 
 
-def delong_test(y_true: Any, score_a: Any, score_b: Any, level: float = 0.95) -> DeLongResult:
+def check_clusters(clusters: Any, n: int) -> np.ndarray | None:
+    """Patient index (n,) int in [0, I) of each image from patient ids (n,), or None for None."""
+    if clusters is None:
+        return None
+    c = np.asarray(clusters)
+    if c.shape != (n,):
+        raise EvaluationError(f"clusters (patient ids) must have shape ({n},) like y_true, got {c.shape}")
+    return np.unique(c, return_inverse=True)[1].ravel()
+
+
+def _too_few_clusters(y: np.ndarray, codes: np.ndarray) -> str:
+    """Why Obuchowski's variance is undefined for these patients ("" when it is defined)."""
+    i10, i01 = np.unique(codes[y]).size, np.unique(codes[~y]).size
+    if i10 < 2 or i01 < 2:
+        return (f"the clustered (patient-level) variance needs at least 2 patients with positives and 2 with "
+                f"negatives, got {i10} and {i01}")
+    return ""
+
+
+def clustered_covariance(y: np.ndarray, scores: list[np.ndarray], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs (K,) and their Obuchowski (1997) covariance matrix (K, K) for K scores on the same clustered cases.
+
+    y: (n,) bool, True = positive; scores: K arrays (n,); codes: (n,) patient index in [0, I).
+    Needs at least 2 patients holding positives and 2 holding negatives (see the module docstring).
+    """
+    n_clusters = int(codes.max()) + 1
+    pos_codes, neg_codes = codes[y], codes[~y]
+    m, n = pos_codes.size, neg_codes.size
+    m_i = np.bincount(pos_codes, minlength=n_clusters)
+    n_i = np.bincount(neg_codes, minlength=n_clusters)
+    aucs, xs, ys = [], [], []
+    for score in scores:
+        auc, v10, v01 = placements(y, score)
+        aucs.append(auc)
+        xs.append(np.bincount(pos_codes, weights=v10, minlength=n_clusters) - m_i * auc)
+        ys.append(np.bincount(neg_codes, weights=v01, minlength=n_clusters) - n_i * auc)
+    X, Y = np.stack(xs, axis=1), np.stack(ys, axis=1)  # (I, K)
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    s10 = i10 / ((i10 - 1) * m) * (X.T @ X)
+    s01 = i01 / ((i01 - 1) * n) * (Y.T @ Y)
+    s11 = n_clusters / (n_clusters - 1) * (X.T @ Y)  # [k, l] = sum_i X_i(k) Y_i(l)
+    return np.array(aucs), s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def delong_test(y_true: Any, score_a: Any, score_b: Any, level: float = 0.95, clusters: Any = None) -> DeLongResult:
     """Paired two-sided DeLong test of AUC(score_a) vs AUC(score_b) on the same cases.
 
-    y_true: (n,) 0/1 with 1 = positive; score_a, score_b: (n,) higher = more positive.
-    Undefined cases (one class only, or fewer than 2 of a class for the variance) warn with
-    :class:`UndefinedMetricWarning` and give nan, never a made-up number. Two identical score
-    vectors give z = 0, p = 1 (as pROC).
+    y_true: (n,) 0/1 with 1 = positive; score_a, score_b: (n,) higher = more positive;
+    clusters: (n,) patient ids, or None when images are independent. With patients, the variances
+    and covariance are Obuchowski's clustered ones (module docstring).
+    Undefined cases (one class only, or fewer than 2 of a class (or of patients holding it) for
+    the variance) warn with :class:`UndefinedMetricWarning` and give nan, never a made-up number.
+    Two identical score vectors give z = 0, p = 1 (as pROC).
     """
     _check_level(level)
     y, (a, b) = check_binary(y_true, score_a, score_b)
+    codes = check_clusters(clusters, y.size)
+    n_pat = None if codes is None else int(codes.max()) + 1
     m, n = _class_counts(y)
     nan = float("nan")
     if m == 0 or n == 0:
@@ -148,19 +219,21 @@ def delong_test(y_true: Any, score_a: Any, score_b: Any, level: float = 0.95) ->
             f"AUC is undefined with {m} positives and {n} negatives: DeLong test gives nan",
             UndefinedMetricWarning, stacklevel=2,
         )
-        return DeLongResult(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, level, m, n)
+        return DeLongResult(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, level, m, n, n_pat)
     auc_a, x_a, y_a = placements(y, a)
     auc_b, x_b, y_b = placements(y, b)
     d = auc_a - auc_b
-    if m < 2 or n < 2:
-        warnings.warn(
-            f"DeLong variance needs at least 2 positives and 2 negatives, got {m} and {n}: z, p and CI are nan",
-            UndefinedMetricWarning, stacklevel=2,
-        )
-        return DeLongResult(auc_a, auc_b, d, nan, nan, nan, nan, nan, nan, nan, level, m, n)
-    sx = np.cov(np.vstack([x_a, x_b]), ddof=1)
-    sy = np.cov(np.vstack([y_a, y_b]), ddof=1)
-    s = sx / m + sy / n
+    few = (f"DeLong variance needs at least 2 positives and 2 negatives, got {m} and {n}" if m < 2 or n < 2
+           else "" if codes is None else _too_few_clusters(y, codes))
+    if few:
+        warnings.warn(f"{few}: z, p and CI are nan", UndefinedMetricWarning, stacklevel=2)
+        return DeLongResult(auc_a, auc_b, d, nan, nan, nan, nan, nan, nan, nan, level, m, n, n_pat)
+    if codes is None:
+        sx = np.cov(np.vstack([x_a, x_b]), ddof=1)
+        sy = np.cov(np.vstack([y_a, y_b]), ddof=1)
+        s = sx / m + sy / n
+    else:
+        s = clustered_covariance(y, [a, b], codes)[1]
     var_d = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     sig = np.sqrt(max(var_d, 0.0))
     crit = float(norm.ppf(1 - (1 - level) / 2))
@@ -181,24 +254,29 @@ def delong_test(y_true: Any, score_a: Any, score_b: Any, level: float = 0.95) ->
         auc_a=auc_a, auc_b=auc_b, difference=d, z=float(z), p_value=float(p),
         ci_low=d - crit * sig, ci_high=d + crit * sig,
         var_a=float(s[0, 0]), var_b=float(s[1, 1]), covariance=float(s[0, 1]),
-        level=level, n_positive=m, n_negative=n,
+        level=level, n_positive=m, n_negative=n, n_patients=n_pat,
     )
 
 
-def delong_variance(y_true: Any, score: Any) -> tuple[float, float]:
-    """(AUC, DeLong variance of the AUC) for one score vector; variance nan if undefined."""
+def delong_variance(y_true: Any, score: Any, clusters: Any = None) -> tuple[float, float]:
+    """(AUC, DeLong variance of the AUC) for one score vector; variance nan if undefined.
+
+    ``clusters`` (n,) patient ids: Obuchowski's clustered variance instead (module docstring).
+    """
     y, (s,) = check_binary(y_true, score)
+    codes = check_clusters(clusters, y.size)
     m, n = _class_counts(y)
     if m == 0 or n == 0:
         warnings.warn(f"AUC is undefined with {m} positives and {n} negatives", UndefinedMetricWarning, stacklevel=2)
         return float("nan"), float("nan")
     auc, v10, v01 = placements(y, s)
-    if m < 2 or n < 2:
-        warnings.warn(
-            f"DeLong variance needs at least 2 positives and 2 negatives, got {m} and {n}",
-            UndefinedMetricWarning, stacklevel=2,
-        )
+    few = (f"DeLong variance needs at least 2 positives and 2 negatives, got {m} and {n}" if m < 2 or n < 2
+           else "" if codes is None else _too_few_clusters(y, codes))
+    if few:
+        warnings.warn(few, UndefinedMetricWarning, stacklevel=2)
         return auc, float("nan")
+    if codes is not None:
+        return auc, float(clustered_covariance(y, [s], codes)[1][0, 0])
     return auc, float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
 
 
@@ -209,36 +287,47 @@ def auc_ci(
     method: str = "delong",
     n_bootstrap: int = 2000,
     seed: int = 0,
+    clusters: Any = None,
 ) -> AUCInterval:
     """AUC of ``score`` for 0/1 ``y_true`` with a ``level`` confidence interval.
 
     method "delong": normal interval from DeLong's variance, clipped to [0, 1] (as pROC's
     ``ci.auc``); "bootstrap": percentile interval of ``n_bootstrap`` stratified resamples
-    (positives and negatives resampled separately, seeded by ``seed``).
+    (positives and negatives resampled separately, seeded by ``seed``). With ``clusters`` (n,)
+    patient ids, the variance is Obuchowski's and the bootstrap resamples patients (stratified by
+    the classes they hold, see :mod:`medauc.evaluate.bootstrap`).
     """
     _check_level(level)
     if method == "delong":
-        auc, var = delong_variance(y_true, score)
+        auc, var = delong_variance(y_true, score, clusters)
+        n_pat = None if clusters is None else int(np.unique(np.asarray(clusters)).size)
         if not np.isfinite(var):
-            return AUCInterval(auc, float("nan"), float("nan"), level, method, var)
+            return AUCInterval(auc, float("nan"), float("nan"), level, method, var, n_pat)
         crit = float(norm.ppf(1 - (1 - level) / 2))
         sd = np.sqrt(var)
-        return AUCInterval(auc, float(min(max(auc - crit * sd, 0.0), 1.0)), float(min(max(auc + crit * sd, 0.0), 1.0)), level, method, var)
+        return AUCInterval(auc, float(min(max(auc - crit * sd, 0.0), 1.0)), float(min(max(auc + crit * sd, 0.0), 1.0)),
+                           level, method, var, n_pat)
     if method == "bootstrap":
-        from medauc.evaluate.bootstrap import bootstrap_weights, percentile_interval
+        from medauc.evaluate.bootstrap import bootstrap_weights, cluster_weights, patient_strata, percentile_interval
         from medauc.evaluate.metrics import weighted_auc
 
         y, (s,) = check_binary(y_true, score)
+        codes = check_clusters(clusters, y.size)
+        n_pat = None if codes is None else int(codes.max()) + 1
         m, n = _class_counts(y)
         if m == 0 or n == 0:
             warnings.warn(f"AUC is undefined with {m} positives and {n} negatives", UndefinedMetricWarning, stacklevel=2)
             nan = float("nan")
-            return AUCInterval(nan, nan, nan, level, method)
+            return AUCInterval(nan, nan, nan, level, method, n_patients=n_pat)
         auc = float(weighted_auc(np.ones((1, y.size)), s, y)[0])
-        w = bootstrap_weights(y.astype(np.int64), n_bootstrap, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if codes is None:
+            w = bootstrap_weights(y.astype(np.int64), n_bootstrap, rng)
+        else:
+            w = cluster_weights(*patient_strata(codes, y.astype(np.int64)), n_bootstrap, rng)
         reps = weighted_auc(w, s, y)
         low, high = percentile_interval(reps, level)
-        return AUCInterval(auc, low, high, level, method)
+        return AUCInterval(auc, low, high, level, method, n_patients=n_pat)
     raise EvaluationError(f"auc_ci method must be 'delong' or 'bootstrap', got {method!r}")
 
 

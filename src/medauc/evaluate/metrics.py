@@ -2,7 +2,10 @@
 
 A predictions file (``predictions/<model>/<seed>/<split>.csv``) has columns
 ``image_id, label, prob_<class>...`` (optional ``split`` and other columns are ignored); the
-class order is the order of the ``prob_`` columns and ``label`` is a class name.
+class order is the order of the ``prob_`` columns and ``label`` is a class name. An optional text
+column ``subject`` names each image's patient: when it is filled in, every interval and test
+resamples or models patients rather than images (slices of one patient are not independent);
+when it is absent or empty the patients are unknown and images are treated as independent.
 
 Every metric is a function of per-image indicator columns summed with weights: the plain
 estimate uses weight 1 for every image, a bootstrap resample uses how often each image was
@@ -47,6 +50,12 @@ class Predictions:
     classes: tuple[str, ...]
     negative: int  # index of the negative (healthy) class
     source: str  # file path or "<arrays>", for messages
+    subject: np.ndarray | None = None  # (n,) str patient ids; None when no patient is known
+
+    @property
+    def n_subjects(self) -> int | None:
+        """Number of distinct patients, None when they are unknown."""
+        return None if self.subject is None else int(np.unique(self.subject).size)
 
     @property
     def n(self) -> int:
@@ -70,14 +79,16 @@ class Predictions:
             raise EvaluationError(f"{self.source}: classes {list(self.classes)} differ from {list(classes)}")
         cols = [self.classes.index(c) for c in classes]
         remap = np.array([list(classes).index(c) for c in self.classes])
-        return Predictions(self.image_ids, remap[self.y], self.probs[:, cols], tuple(classes), int(remap[self.negative]), self.source)
+        return Predictions(self.image_ids, remap[self.y], self.probs[:, cols], tuple(classes), int(remap[self.negative]),
+                           self.source, self.subject)
 
     def reorder(self, image_ids: np.ndarray) -> "Predictions":
         """The same predictions with rows in the order of ``image_ids`` (which must be the same set)."""
         pos = pd.Index(self.image_ids).get_indexer(image_ids)
         if (pos < 0).any():
             raise EvaluationError(f"{self.source}: image ids {image_ids[pos < 0][:5].tolist()} are missing")
-        return Predictions(self.image_ids[pos], self.y[pos], self.probs[pos], self.classes, self.negative, self.source)
+        subject = None if self.subject is None else self.subject[pos]
+        return Predictions(self.image_ids[pos], self.y[pos], self.probs[pos], self.classes, self.negative, self.source, subject)
 
 
 def from_arrays(
@@ -88,8 +99,13 @@ def from_arrays(
     image_ids: Sequence[str] | None = None,
     renormalise: bool = True,
     source: str = "<arrays>",
+    subject: Sequence[str] | np.ndarray | None = None,
 ) -> Predictions:
-    """Validate class-name labels (n,) and probabilities (n, K) into :class:`Predictions`."""
+    """Validate class-name labels (n,) and probabilities (n, K) into :class:`Predictions`.
+
+    ``subject`` (n,) patient ids, "" = unknown: all unknown gives ``subject=None``; some known and
+    some unknown is an error (the patient-level statistics would drop or mis-pool those images).
+    """
     classes = tuple(str(c) for c in classes)
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(y_true).astype(str)
@@ -151,7 +167,28 @@ def from_arrays(
         probs = probs.copy()
         probs[off] /= sums[off, None]
     y = np.array([index[v] for v in labels], dtype=np.int64)
-    return Predictions(ids, y, probs, classes, index[negative_class], source)
+    return Predictions(ids, y, probs, classes, index[negative_class], source, _subjects(subject, ids, source))
+
+
+def _subjects(subject: Sequence[str] | np.ndarray | None, ids: np.ndarray, source: str) -> np.ndarray | None:
+    """Validated patient ids (n,) str, or None when none is given or every one is empty."""
+    if subject is None:
+        return None
+    subj = np.array(["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip() for v in subject],
+                    dtype=object).astype(str)
+    if subj.shape != ids.shape:
+        raise EvaluationError(f"{source}: {subj.size} subject ids for {ids.size} images")
+    empty = subj == ""
+    if empty.all():
+        return None
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        raise EvaluationError(
+            f"{source}: the subject (patient) column is empty in {rows.size} of {ids.size} rows "
+            f"(image ids {ids[rows[:5]].tolist()}) but filled in the others; give every image its patient id, "
+            "or leave the whole column empty to treat images as independent"
+        )
+    return subj
 
 
 def read_predictions(
@@ -167,7 +204,7 @@ def read_predictions(
     if path.stat().st_size == 0:
         raise EvaluationError(f"predictions file {path} is empty (0 bytes); re-run prediction for it")
     try:
-        df = pd.read_csv(path, dtype={"image_id": str, "label": str}, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(path, dtype={"image_id": str, "label": str, "subject": str}, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise EvaluationError(f"predictions file {path} is empty; re-run prediction for it") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -194,9 +231,20 @@ def read_predictions(
         probs = df[prob_cols].to_numpy(dtype=np.float64)
     except ValueError as exc:
         raise EvaluationError(f"predictions file {path}: a prob_ column holds text that is not a number ({exc})") from exc
+    subject = None
+    if "subject" in df.columns:
+        known = df["subject"].notna() & (df["subject"].astype(str).str.strip() != "")
+        if known.any() and not known.all():
+            rows = np.flatnonzero(~known.to_numpy())
+            raise EvaluationError(
+                f"predictions file {path}: the subject (patient) column is empty in rows {(rows + 2)[:5].tolist()} "
+                f"(file line numbers; {rows.size} of {len(df)} rows) but filled in the others; give every image its "
+                "patient id, or leave the whole column empty to treat images as independent"
+            )
+        subject = df["subject"].fillna("").to_numpy() if known.any() else None
     return from_arrays(
         df["label"].to_numpy(), probs, file_classes, negative_class,
-        image_ids=df["image_id"].to_numpy(), renormalise=renormalise, source=str(path),
+        image_ids=df["image_id"].to_numpy(), renormalise=renormalise, source=str(path), subject=subject,
     )
 
 

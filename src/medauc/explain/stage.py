@@ -1,7 +1,8 @@
 """The explanation stage: CAMs for every trained model, panels, localisation scores, sanity check.
 
 Reads ``manifest.csv`` (test split, ``mask_path``) and ``train/<model>/<seed>/`` (the first
-seed of each model); writes, in the run folder:
+trained seed of ``train.seeds`` of each model in ``model.names``; other folders are listed as
+ignored); writes, in the run folder:
 
 * ``explain/<method>_<class>.png``: per class, a row per image, the image and each model's map
   for the true and for the predicted class (correct and misclassified cases when there are any);
@@ -37,7 +38,8 @@ seed of each model); writes, in the run folder:
           }
         }
       },
-      "panels": {method: {class: "explain/<method>_<class>.png"}}
+      "panels": {method: {class: "explain/<method>_<class>.png"}},
+      "ignored": [{"model", "seed", "reason"}]   # trained folders not in model.names / train.seeds
     }
 
 Scores use the map for the *true* class (the lesion is the evidence for it), resized to the
@@ -241,11 +243,12 @@ def explain_models(
     image_ids: list[str],
     cfg: Config,
     run_dir: str | Path,
+    ignored: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The stage's work on loaded models and images; writes explain.json and explain/ under ``run_dir``.
 
     images: list of (H, W) float32 in [0, 1]; labels (N,) class indices into ``entries[i].classes``;
-    masks: (H, W) bool or None per image.
+    masks: (H, W) bool or None per image; ignored: trained folders left out, for explain.json.
     """
     run_dir = Path(run_dir)
     methods = check_methods(cfg.explain.methods)
@@ -282,6 +285,7 @@ def explain_models(
         "pointing_tolerance": cfg.explain.pointing_tolerance,
         "models": {},
         "panels": {},
+        "ignored": list(ignored or []),
     }
     per_image: list[dict[str, Any]] = []
     passes: dict[tuple[str, str], _Pass] = {}
@@ -385,23 +389,34 @@ def _resolve(path: str, run_dir: Path) -> Path:
     return run_dir / p
 
 
-def _model_dirs(cfg: Config, run_dir: Path) -> list[tuple[str, Path]]:
-    """(model name, train/<model>/<first seed>/) for every trained model, in config order first."""
+def _model_dirs(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, Path]], list[dict[str, Any]]]:
+    """``(model name, train/<model>/<first trained seed of train.seeds>/)`` for every model in
+    ``model.names``, in config order, and ``{model, seed, reason}`` for every other trained folder
+    (an old model or seed left in the run folder is not explained)."""
     train = run_dir / "train"
     if not train.is_dir():
         raise ModelError(f"{train} does not exist; run `medauc train` (or `medauc run`) before `medauc explain`")
-    found = sorted(d.name for d in train.iterdir() if d.is_dir())
-    order = [m for m in cfg.model.names if m in found] + [m for m in found if m not in cfg.model.names]
-    out = []
-    for name in order:
-        seeds = sorted((d for d in (train / name).iterdir() if d.is_dir() and d.name.lstrip("-").isdigit()), key=lambda d: int(d.name))
-        preferred = [d for d in seeds if int(d.name) in cfg.train.seeds]
-        pick = (preferred or seeds)[:1]
-        if pick:
-            out.append((name, pick[0]))
-    if not out:
-        raise ModelError(f"no trained model folders (train/<model>/<seed>/) in {train}; run `medauc train` first")
-    return out
+    # training writes a timm name such as "hf-hub:org/x" to the folder "hf-hub_org_x"
+    folders = {name.replace("/", "_").replace(":", "_"): name for name in cfg.model.names}
+    on_disk = {
+        d.name: sorted(int(s.name) for s in d.iterdir() if s.is_dir() and s.name.lstrip("-").isdigit())
+        for d in sorted(train.iterdir()) if d.is_dir()
+    }
+    out, ignored = [], []
+    for folder, name in folders.items():
+        trained = [s for s in on_disk.get(folder, []) if s in cfg.train.seeds]
+        if not trained:
+            raise ModelError(
+                f"model.names includes {name!r} but {train / folder} has no trained seed of train.seeds={list(cfg.train.seeds)}; "
+                "run `medauc train` (or `medauc run`) first, or remove it from model.names"
+            )
+        out.append((folder, train / folder / str(trained[0])))
+    for folder, seeds in on_disk.items():
+        for seed in seeds:
+            if folder not in folders or seed not in cfg.train.seeds:
+                ignored.append({"model": folder, "seed": seed,
+                                "reason": "model not in model.names" if folder not in folders else "seed not in train.seeds"})
+    return out, ignored
 
 
 def _load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None], list[str]]:
@@ -477,23 +492,34 @@ def _stage_key(cfg: Config, run_dir: Path, model_dirs: list[tuple[str, Path]]) -
     )
 
 
-def explain_stage(cfg: Config, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
-    """Explain the first seed of every model in ``run_dir/train/``; returns explain.json's content.
+def stage_key(cfg: Config, run_dir: str | Path) -> str:
+    """The explain stage's cache key: its settings, the manifest and the explained models' files."""
+    check_methods(cfg.explain.methods)  # a bad method is reported before anything is hashed
+    return _stage_key(cfg, Path(run_dir), _model_dirs(cfg, Path(run_dir))[0])
 
-    Skips the work (and returns the stored result) when it already ran with the same inputs.
+
+def explain_stage(cfg: Config, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
+    """Explain the first seed of every configured model in ``run_dir/train/``; returns explain.json's content.
+
+    Skips the work (and returns the stored result) when it already ran with the same inputs and its
+    files are intact (:func:`medauc.stages.run`).
     """
+    from medauc import stages
+
+    return stages.run(STAGE, cfg, run_dir, force)
+
+
+def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
+    """The explain stage's work (no caching: :func:`explain_stage` decides whether it runs)."""
     run_dir = Path(run_dir)
     check_methods(cfg.explain.methods)
-    model_dirs = _model_dirs(cfg, run_dir)
-    key = _stage_key(cfg, run_dir, model_dirs)
-    if not runs.check_stage(run_dir, STAGE, key, force) and (run_dir / "explain.json").is_file():
-        log.info("explain: up to date in %s", run_dir)
-        return runs.read_json(run_dir / "explain.json")
+    model_dirs, ignored = _model_dirs(cfg, run_dir)
+    if ignored:
+        log.warning("explain: ignoring trained models not in this run's model.names/train.seeds: %s",
+                    ", ".join(f"{r['model']}/{r['seed']}" for r in ignored))
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     entries = [_entry(name, d, cfg, device) for name, d in model_dirs]
     images, labels, masks, ids = _load_sample(cfg, run_dir, entries[0].classes)
-    result = explain_models(entries, images, labels, masks, ids, cfg, run_dir)
-    runs.mark_stage(run_dir, STAGE, key)
-    return result
+    return explain_models(entries, images, labels, masks, ids, cfg, run_dir, ignored=ignored)

@@ -4,7 +4,9 @@ No number is typed here: every table, figure and sentence comes from a file the 
 (``manifest.csv``, ``data_audit.json``, ``augment_checks.json``, ``strategies.json``,
 ``metrics.json``, ``comparisons.csv``, ``curves/``, ``explain.json``, ``config.yaml``,
 ``environment.json``, ``timings.json``). A section whose files are missing says which stage
-to run instead of showing anything.
+to run instead of showing anything. The files the report's cache key hashes are the report
+stage's ``inputs`` in :data:`medauc.stages.STAGES` (``timings.json`` is left out: it changes on
+every run, cached stages included).
 """
 
 from __future__ import annotations
@@ -12,23 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medauc.config import Config, config_hash
+from medauc.config import Config
 from medauc.report import sections
 from medauc.report.document import Document, to_html, to_markdown
-from medauc.runs import check_stage, file_sha256, mark_stage, write_bytes, write_json, write_text
-
-# Files whose content the report depends on (for the stage cache key).
-INPUT_FILES = (
-    "config.yaml",
-    "manifest.csv",
-    "data_audit.json",
-    "phantom/phantom.json",
-    "augment_checks.json",
-    "strategies.json",
-    "metrics.json",
-    "comparisons.csv",
-    "explain.json",
-)  # timings.json is left out: it changes on every run, cached stages included
+from medauc.runs import write_bytes, write_json, write_text
 
 
 def build_document(cfg: Config, run_dir: Path) -> tuple[Document, dict[str, Any]]:
@@ -43,15 +32,19 @@ def build_document(cfg: Config, run_dir: Path) -> tuple[Document, dict[str, Any]
 
 
 def report_stage(cfg: Config, run_dir: Path, force: bool = False) -> dict[str, Any]:
-    """Write ``report.html``, ``report.md`` (+ ``report_files/``) and ``results.json``."""
+    """Write ``report.html``, ``report.md`` (+ ``report_files/``) and ``results.json``; returns their paths.
+
+    Rebuilt whenever a file it reads (or the report's code) changed, without ``--force``; returns
+    ``{"skipped": True}`` when nothing did and its files are intact (:func:`medauc.stages.run`).
+    """
+    from medauc import stages
+
+    return stages.run("report", cfg, run_dir, force) or {"skipped": True}
+
+
+def compute(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """The report stage's work (no caching: :func:`report_stage` decides whether it runs)."""
     run_dir = Path(run_dir)
-    hashes = [file_sha256(run_dir / f) if (run_dir / f).exists() else None for f in INPUT_FILES]
-    extra = sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("explain/*.png"))
-    # The report's own code is an input too: a newer medauc rebuilds an old run's report.
-    code = [file_sha256(p) for p in sorted(Path(__file__).parent.glob("*.py"))]
-    key = config_hash(cfg.report, hashes, extra, code)
-    if not check_stage(run_dir, "report", key, force=True):
-        return {"skipped": True}
     doc, results = build_document(cfg, run_dir)
     outputs = {}
     if "html" in cfg.report.formats:
@@ -63,5 +56,4 @@ def report_stage(cfg: Config, run_dir: Path, force: bool = False) -> dict[str, A
         outputs["md"] = str(write_text(run_dir / "report.md", to_markdown(doc, "report_files")))
     if "json" in cfg.report.formats:
         outputs["json"] = str(write_json(run_dir / "results.json", results))
-    mark_stage(run_dir, "report", key, outputs=outputs)
     return outputs

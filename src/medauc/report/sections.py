@@ -17,6 +17,7 @@ from medauc.config import Config, dump_yaml
 from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
 from medauc.report import figures
 from medauc.report.document import Document
+from medauc.report.provenance import image_checks, stages_table
 from medauc.runs import read_json
 
 
@@ -88,6 +89,22 @@ def verdict(significant: Any, note: Any = None) -> str:
     return "yes" if text == "True" else "no" if text == "False" else "not assessable"
 
 
+def ci_unit(metrics: dict[str, Any] | None) -> str:
+    """What the intervals of a metrics file are over: "over patients (n=60)" or "over images (no patient ids known)"."""
+    if metrics and metrics.get("unit") == "patients":
+        return f"over patients (n={metrics.get('n_patients')})"
+    return "over images (no patient ids known)"
+
+
+def fmt_detectable(x: Any) -> str:
+    """A smallest detectable difference as read back from a file ("n/a" when undefined or absent)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return fmt(v, 3) if np.isfinite(v) else "n/a"
+
+
 def assessability_note(doc: Document, rows: list[tuple[str, Any]]) -> None:
     """A note under a comparisons table: which comparisons got no verdict and why. ``rows``: (label, note)."""
     why: dict[str, list[str]] = {}
@@ -138,7 +155,7 @@ def summary_section(ctx: Context) -> None:
     metrics = ctx.json("metrics.json")
     if metrics and metrics.get("question_1"):
         answers["q1_accuracy_vs_auc"] = "1. Do the models that win by accuracy also win by AUC? " + metrics["question_1"]["answer"]
-    checks = ctx.json("augment_checks.json") or {}
+    checks = image_checks(ctx)
     strategies = ctx.json("strategies.json") or {}
     parts = []
     ca = checks.get("a_predicted_healthy")
@@ -173,7 +190,8 @@ def summary_section(ctx: Context) -> None:
     for t in strategies.get("paired_tests", []):
         if t.get("strategy") == "balanced" and t.get("metric") == "auc_macro":
             sig = _significant(t.get("p_holm"), level)
-            said = (t["note"] if t.get("note") else "significant" if sig else "not significant")
+            said = (t["note"] if t.get("note") else "significant" if sig else
+                    f"not significant; this test set could detect only differences of {fmt_detectable(t.get('detectable'))} or more")
             parts.append(f"against training on the balanced original data, restoration changes macro AUC by "
                          f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}: {said})")
             break
@@ -201,7 +219,16 @@ def summary_section(ctx: Context) -> None:
                     text += (f"; its lead is significant (Holm-corrected, paired) against {len(sig)} of {others} other models"
                              + (f" ({', '.join(r.model_b if r.model_a == best else r.model_a for r in sig)})" if sig else "")
                              + (f"; {unassessed} of these comparisons are not assessable on these data (see Table 1)" if unassessed else "")
-                             + (", so the ranking at the top is not established by these data." if len(sig) < others else "."))
+                             + (", so the ranking at the top is not established by these data" if len(sig) < others else ""))
+                    # "not significant" beside the difference this test set could have detected (empty notes read as NaN)
+                    quiet = [r for r in c.itertuples() if not _significant(r.p_holm, level) and not isinstance(getattr(r, "note", None), str)
+                             and "detectable" in c.columns]
+                    if quiet:
+                        text += ("; not significant against " + ", ".join(
+                            f"{r.model_b if r.model_a == best else r.model_a} (difference {fmt(abs(r.difference), 3)}, "
+                            f"smallest detectable {fmt_detectable(r.detectable)})" for r in quiet)
+                            + f" at {metrics.get('power', 0.8):.0%} power, {ci_unit(metrics)}")
+                    text += "."
             answers["q3_best_by_auc"] = text
     ex = ctx.json("explain.json")
     if ex and ex.get("models"):
@@ -225,22 +252,25 @@ def data_section(ctx: Context) -> None:
     if not manifest.exists():
         ctx.missing("manifest", "medauc prepare")
         return
-    df = pd.read_csv(manifest, keep_default_na=False)
+    df = pd.read_csv(manifest, keep_default_na=False, dtype={"subject": str})
     classes = [c for c in ctx.cfg.data.classes if c in set(df["label"])] or sorted(df["label"].unique())
     counts = pd.crosstab(df["label"], df["split"]).reindex(index=classes, fill_value=0)
     splits = [s for s in ("train", "val", "test") if s in counts.columns]
     rows = [[c] + [int(counts.loc[c, s]) for s in splits] + [int(counts.loc[c, splits].sum())] for c in classes]
     rows.append(["total"] + [int(counts[s].sum()) for s in splits] + [int(counts[splits].to_numpy().sum())])
     source = "the built-in synthetic brain-MRI phantom" if ctx.cfg.data.source == "phantom" else f"the folder {ctx.cfg.data.path}"
+    audit = ctx.json("data_audit.json")
+    patients = patient_counts(df, classes, splits)
     doc.p(
         f"{len(df)} usable images from {source}, split stratified and seeded (seed {ctx.cfg.seed}): "
         f"test fraction {ctx.cfg.data.test_fraction}, validation fraction {ctx.cfg.data.val_fraction} of the rest. "
-        "Duplicate and near-duplicate groups are kept within one split."
+        + ("Every patient's images, and every duplicate and near-duplicate group, lie within one split."
+           if patients else "Duplicate and near-duplicate groups are kept within one split.")
     )
     doc.table(["class"] + splits + ["total"], rows, "Images per class and split (original images only)")
     ctx.results["data"] = {"counts": {c: {s: int(counts.loc[c, s]) for s in splits} for c in classes}, "n_images": int(len(df))}
+    _patients_text(ctx, patients, (audit or {}).get("subjects") or {}, splits)
 
-    audit = ctx.json("data_audit.json")
     if audit:
         unreadable = audit.get("unreadable", [])
         sc = audit.get("shortcut_auc", {}) or {}
@@ -283,6 +313,66 @@ def data_section(ctx: Context) -> None:
         info = ctx.json("phantom/phantom.json") or {}
         anatomy = info.get("anatomy") or info.get("anatomy_source") or "see phantom.json"
         doc.figure(figures.read_png(montage), f"The built-in phantom: a row per class (lesion outlines where shown). Anatomy: {anatomy}.", "phantom_montage.png", 900)
+    subjects = ctx.path("phantom/montage_subjects.png")
+    if subjects.exists():
+        doc.figure(figures.read_png(subjects), "Phantom patients: a row per virtual patient, its nearby slices side by side. "
+                   "Each patient has its own head shape and size, contrast, bias field and noise; a tumour patient's "
+                   "slices all cut its one tumour.", "phantom_subjects.png", 900)
+
+
+def patient_counts(df: pd.DataFrame, classes: list[str], splits: list[str]) -> dict[str, Any] | None:
+    """Patients per class and split from a manifest's ``subject`` column ("" = unknown), or None
+    when no patient is known. A patient with images of two classes counts in both rows; the
+    ``total`` row and column count each patient once."""
+    if "subject" not in df.columns or not (df["subject"].astype(str) != "").any():
+        return None
+    known = df[df["subject"].astype(str) != ""]
+
+    def count(rows: pd.DataFrame) -> int:
+        return int(rows["subject"].nunique())
+
+    table = {c: {s: count(known[(known["label"] == c) & (known["split"] == s)]) for s in splits} for c in classes}
+    return {
+        "n_patients": count(known),
+        "n_images_without_id": int(len(df) - len(known)),
+        "counts": table,
+        "per_split": {s: count(known[known["split"] == s]) for s in splits},
+        "per_class": {c: count(known[known["label"] == c]) for c in classes},
+    }
+
+
+def _patients_text(ctx: Context, patients: dict[str, Any] | None, audit: dict[str, Any], splits: list[str]) -> None:
+    """The data section's patient table, or what it means that no patient is known."""
+    doc = ctx.doc
+    if patients is None:
+        doc.p(
+            "No patient ids are known for these images (set data.group_pattern or data.groups_csv to give them), so "
+            "every image was split and analysed as if it came from a different patient. Slices of one patient may "
+            "therefore sit in both train and test, which can make the test scores optimistic, and every interval and "
+            "test below treats the slices as independent, so the intervals may be too narrow and the p-values too small.",
+            "note",
+        )
+        ctx.results["data"]["patients"] = {"known": False}
+        return
+    classes = list(patients["counts"])
+    rows = [[c] + [patients["counts"][c][s] for s in splits] + [patients["per_class"][c]] for c in classes]
+    rows.append(["total"] + [patients["per_split"][s] for s in splits] + [patients["n_patients"]])
+    where = {"data.group_pattern": f"taken from the image paths by data.group_pattern = {audit.get('pattern')}",
+             "data.groups_csv": f"listed in data.groups_csv = {audit.get('groups_csv')}"}.get(audit.get("source", ""), "")
+    straddle = audit.get("given_split_subjects") or []
+    except_ = " (except the ones noted below, in the data set's own train and test sets)" if straddle else ""
+    doc.p(
+        f"{patients['n_patients']} patients{' (' + where + ')' if where else ''}; each patient's images lie in one split{except_}. "
+        "A patient with images of more than one class counts once in each of those rows; the totals count every "
+        "patient once."
+    )
+    doc.table(["class"] + splits + ["total"], rows, "Patients per class and split")
+    if patients["n_images_without_id"]:
+        doc.p(f"{patients['n_images_without_id']} image(s) have no patient id; each was treated as a patient of its own.", "note")
+    if straddle:
+        doc.p(f"{len(straddle)} patient(s) have images in both the data set's own training and test sets "
+              f"(e.g. {straddle[0]}); the test set was kept as given, so test scores may be optimistic.", "warning")
+    ctx.results["data"]["patients"] = {"known": True, **patients}
 
 
 def environment_section(ctx: Context) -> None:
@@ -302,6 +392,7 @@ def environment_section(ctx: Context) -> None:
     if timings:
         doc.table(["stage", "seconds"], [[k, fmt(v, 1)] for k, v in timings.items()], "Time per stage (last run)")
         ctx.results["timings"] = timings
+    stages_table(ctx)
     doc.p("The resolved configuration (config.yaml). To repeat this run: `medauc run --config PATH/TO/config.yaml`.")
     doc.code(dump_yaml(ctx.cfg))
     ctx.results["environment"] = env
@@ -372,7 +463,7 @@ def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: s
         out.append(rec)
     seeds = {len(m["seeds"]) for m in metrics["models"].values()}
     how = (f"mean ± sd over {max(seeds)} seeds" if max(seeds) > 1
-           else f"test set, with {int(metrics['level'] * 100)}% stratified bootstrap CIs ({metrics['n_bootstrap']} resamples)")
+           else f"test set, {int(metrics['level'] * 100)}% CI {ci_unit(metrics)}: stratified bootstrap, {metrics['n_bootstrap']} resamples")
     doc.table([label] + [h for _, h in HEADLINE], rows, f"{caption} ({how})")
     undefined_note(doc, [(f"{name} {key}", _first_seed(m)[1]["metrics"].get(key))
                          for name, m in metrics["models"].items() for key, _ in HEADLINE])
@@ -382,18 +473,20 @@ def metrics_table(doc: Document, metrics: dict[str, Any], caption: str, label: s
 
 
 def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str], metrics: list[str], caption: str, first_seed: Any) -> None:
+    """Paired comparisons of the first seed, each with the smallest difference its test could detect."""
     sub = comparisons[comparisons["table"].isin(tables) & comparisons["metric"].isin(metrics)]
     if "seed" in sub.columns and len(sub):
         sub = sub[sub["seed"].astype(str) == str(first_seed)]
     if not len(sub):
         return
     notes = sub["note"] if "note" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
+    detectable = sub["detectable"] if "detectable" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
     rows = [
         [r.metric, r.model_a, r.model_b, fmt(r.difference), fmt_ci(r.difference, r.ci_low, r.ci_high), fmt_p(r.p_value),
-         fmt_p(r.p_holm), r.test, verdict(r.significant, note)]
-        for r, note in zip(sub.itertuples(), notes)
+         fmt_p(r.p_holm), r.test, "n/a" if isinstance(note, str) and note else fmt_detectable(det), verdict(r.significant, note)]
+        for r, note, det in zip(sub.itertuples(), notes, detectable)
     ]
-    doc.table(["metric", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "significant"], rows, caption)
+    doc.table(["metric", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "detectable", "significant"], rows, caption)
     assessability_note(doc, [(f"{r.metric} ({r.model_a} vs {r.model_b})", note) for r, note in zip(sub.itertuples(), notes)])
 
 
@@ -411,13 +504,16 @@ def models_section(ctx: Context) -> None:
     if ctx.cfg.train.monitor == "test":
         doc.p("Warning: train.monitor=test — the test loss drove the learning-rate schedule and early stopping, "
               "as in the original study. The test set leaked into model selection; its numbers are optimistic.", "warning")
+    if metrics.get("ignored"):
+        doc.p("Left out (not in this run's model.names/train.seeds): the predictions of "
+              + ", ".join(f"{r['model']} seed {r['seed']}" for r in metrics["ignored"]) + ".", "note")
     ctx.results["table1"] = metrics_table(doc, metrics, "Table 1: test-set performance")
     classes = metrics["classes"]
     rows = []
     for name, m in metrics["models"].items():
         _, s = _first_seed(m)
         rows.append([name] + [fmt_est(s["metrics"].get(f"auc_{c}")) for c in classes])
-    doc.table(["model"] + [f"AUC {c}" for c in classes], rows, "One-vs-rest AUC per class (first seed, 95% CI)")
+    doc.table(["model"] + [f"AUC {c}" for c in classes], rows, f"One-vs-rest AUC per class (first seed, 95% CI {ci_unit(metrics)})")
     undefined_note(doc, [(f"{name} auc_{c}", _first_seed(m)[1]["metrics"].get(f"auc_{c}"))
                          for name, m in metrics["models"].items() for c in classes])
 
@@ -428,9 +524,13 @@ def models_section(ctx: Context) -> None:
               "so there are no paired comparisons and no ranking.", "note")
     elif comp_path.exists():
         comparisons = pd.read_csv(comp_path)
+        tests = ({"paired_bootstrap": "paired patient bootstrap", "delong": "DeLong with Obuchowski's clustered variance"}
+                 if metrics.get("unit") == "patients" else {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"})
         comparisons_table(doc, comparisons, ["four_class", "screening"], ["accuracy", "auc_macro", "screening_auc"],
-                          "Paired comparisons on the same test images: accuracy and macro AUC by paired bootstrap, "
-                          "screening AUC by DeLong; Holm correction within each table", first_seed)
+                          f"Paired comparisons on the same test images, 95% CI {ci_unit(metrics)}: accuracy and macro AUC by "
+                          f"{tests['paired_bootstrap']}, screening AUC by {tests['delong']}; Holm correction within each table; "
+                          f"detectable = the smallest difference the test could detect with {metrics.get('power', 0.8):.0%} power "
+                          "(two-sided, before Holm), so a 'no' beside a large one means the test set is too small to tell", first_seed)
 
     q = metrics.get("question_1")
     if q:
@@ -516,7 +616,7 @@ def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
             rows.append([name, label] + [fmt_est(entry.get(k)) for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
             out.append({"model": name, **entry})
     doc.table(["model", "prevalence", "PPV", "NPV", "PPV at op. point", "NPV at op. point", "AUPRC"], rows,
-              "Positive and negative predictive value at realistic prevalences (95% CI)")
+              f"Positive and negative predictive value at realistic prevalences (95% CI {ci_unit(metrics)})")
     undefined_note(doc, [(f"{e['model']} {k} at prevalence {e['prevalence']:.4g}", e.get(k))
                          for e in out for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
     ctx.results["prevalence"] = out
@@ -595,7 +695,7 @@ def _quality_table(ctx: Context, validation: list[dict[str, Any]]) -> None:
 def augmentation_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Restoration-based augmentation")
-    checks = ctx.required("augment_checks.json", "augmentation checks", "medauc augment --strategies")
+    checks = ctx.required("augment_checks.json", "augmentation checks", "medauc augment") and image_checks(ctx)
     if not checks:
         return
     a = ctx.cfg.augment
@@ -603,6 +703,9 @@ def augmentation_section(ctx: Context) -> None:
           f"(images in [0, 1]); its restorations of noisy copies became new healthy training images "
           f"(target: {a.target} {a.multiple if a.target == 'multiple' else a.count if a.target == 'count' else a.share}). "
           "Validation and test images are never augmented.")
+    size_warning = (checks.get("image_size") or {}).get("warning")
+    if size_warning:
+        doc.p(f"Warning: {size_warning}.", "warning")
     _examples_figure(ctx)
     rows = []
     ca = checks.get("a_predicted_healthy")
@@ -625,7 +728,8 @@ def augmentation_section(ctx: Context) -> None:
     cd = checks.get("d_artefact_detectability")
     if cd:
         ci = cd.get("ci") or [None, None]
-        rows.append(["(d) restored vs original healthy images told apart from image statistics (AUC)",
+        at = f", at the classifier's {cd['image_size']} px" if cd.get("image_size") else ""
+        rows.append([f"(d) restored vs original healthy images told apart from image statistics (AUC{at})",
                      fmt_ci(cd.get("auc"), ci[0], ci[1]), "0.5 = no detectable artefact; 1 = a signature a classifier can use"])
     ce = checks.get("e_shortcut_flip")
     if ce:
@@ -658,7 +762,7 @@ def augmentation_section(ctx: Context) -> None:
 def strategies_section(ctx: Context) -> None:
     doc = ctx.doc
     doc.h("Table 2: imbalance strategies")
-    table = ctx.required("strategies.json", "strategy comparison", "medauc augment --strategies")
+    table = ctx.required("strategies.json", "strategy comparison", "medauc strategies")
     if not table:
         return
     ev = table.get("evaluation")
@@ -688,11 +792,14 @@ def strategies_section(ctx: Context) -> None:
     if tests:
         seeds = sorted({str(t.get("seed")) for t in tests})
         tests = [t for t in tests if str(t.get("seed")) == seeds[0]]
-        doc.table(["strategy", "metric", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "significant"],
+        doc.table(["strategy", "metric", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "detectable", "significant"],
                   [[t["strategy"], t["metric"], fmt(t.get("difference")), fmt_ci(t.get("difference"), t.get("ci_low"), t.get("ci_high")),
-                    fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"), verdict(t.get("significant"), t.get("note"))]
+                    fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"),
+                    "n/a" if t.get("note") else fmt_detectable(t.get("detectable")), verdict(t.get("significant"), t.get("note"))]
                    for t in tests],
-                  f"Paired tests of each strategy against restoration (seed {seeds[0]})")
+                  f"Paired tests of each strategy against restoration (seed {seeds[0]}; 95% CI {ci_unit(ev)}; detectable: the "
+                  "smallest difference the test could detect with "
+                  f"{(ev or {}).get('power', 0.8):.0%} power)")
         assessability_note(doc, [(f"{t['metric']} ({t['strategy']})", t.get("note")) for t in tests])
 
 

@@ -1,4 +1,4 @@
-"""The built-in synthetic brain-MRI data set: four classes of T1-like slices with lesion masks.
+"""The built-in synthetic brain-MRI data set: four classes of T1-like slices of virtual subjects, with lesion masks.
 
 ``ensure_phantom(cfg)`` returns a cached copy (generated on first use); ``generate_phantom``
 writes one into a given folder. See ``generate.py`` for the layout.

@@ -1,8 +1,14 @@
-"""Image variation: where the slice is cut (plane, position, tilt, rotation, scale, elastic
-warp, field of view) and how it is imaged (bias field, blur, Rician noise, gamma, contrast).
+"""Variation between subjects and between the slices of one subject.
+
+A subject is the template head with its own anatomy (:class:`Head`: size, a smooth 3-D
+deformation, ventricle size), its own series (:class:`Series`: plane, obliquity, in-plane
+rotation, field of view, slice spacing) and its own scanner (:class:`Imaging`: resolution, bias
+field, noise level, gamma, grey/white contrast, gain), each drawn once per subject. The slices of
+one subject differ only in where along the series they are cut, a small jitter and the noise
+realisation.
 
 Every draw comes from the caller's ``numpy.random.Generator`` and none depends on the class, so
-that healthy and tumour images share every global property.
+that healthy and tumour subjects share every global property.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ class SliceGeometry:
     coords: np.ndarray
     normal: np.ndarray  # (3,) unit normal of the slice plane
     pixel_mm: float
-    slice_index: float
+    position_mm: float  # signed distance of the slice from the head's centre along the normal, subject mm
     _maps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def lookup(self, volume: np.ndarray) -> np.ndarray:
@@ -81,75 +87,230 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def slice_geometry(
-    anat: Anatomy,
-    plane: str,
-    size: int,
-    rng: np.random.Generator,
-    through: np.ndarray | None = None,
-) -> SliceGeometry:
-    """Draw an oblique, rotated, scaled, elastically warped slice that shows brain.
+@dataclass(frozen=True, eq=False)
+class Head:
+    """One subject's anatomy as a map from its own head to the template's voxels.
 
-    ``through`` (3,) voxel point: cut the slice through it (used for the sella) instead of at a
-    random brain-bearing position.
+    Subject space is a 1 mm grid aligned with the template's. :meth:`to_template` scales about
+    ``centre`` (the subject's head is ``scale`` (3,) times the template's along x, y, z), adds a
+    smooth displacement (a cubic B-spline through control points ``step`` mm apart; ``coef``
+    (3, gx, gy, gz) in mm) and enlarges (``ventricles`` > 0) or shrinks the ventricles and the
+    deep grey matter round them by a radial pull towards ``ventricle_centre``. The map is
+    evaluated only at the points a slice samples: warping the whole volume per subject would cost
+    seconds, this costs about as much as one slice lookup.
     """
-    axis, col, row = PLANES[plane]
+
+    centre: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    step: float
+    ventricle_centre: np.ndarray
+    ventricles: float
+
+    def to_template(self, p: np.ndarray, lattice: int = 0) -> np.ndarray:
+        """Template voxel coordinates of subject points ``p`` (3, ...) -> float32 (3, ...).
+
+        ``lattice`` > 1, for an image's points ``p`` (3, H, W): the displacement is computed on a
+        ``lattice`` x ``lattice`` grid of them and interpolated linearly in between (it varies over
+        tens of mm, so the error is far below a pixel) -- a tenth of the cost.
+        """
+        c = self.centre.astype(np.float32).reshape(3, *([1] * (p.ndim - 1)))
+        q = c + (p.astype(np.float32) - c) / self.scale.astype(np.float32).reshape(c.shape)
+        if lattice > 1 and p.ndim == 3 and min(p.shape[1:]) > lattice:
+            h, w = p.shape[1:]
+            rows, cols = np.linspace(0, h - 1, lattice), np.linspace(0, w - 1, lattice)
+            # q is affine in the pixel index, so its value at fractional lattice points is exact.
+            origin, drow, dcol = q[:, 0, 0], q[:, 1, 0] - q[:, 0, 0], q[:, 0, 1] - q[:, 0, 0]
+            at = origin[:, None, None] + drow[:, None, None] * rows[None, :, None] + dcol[:, None, None] * cols[None, None, :]
+            coarse = self._displacement(at.reshape(3, -1).astype(np.float32)).reshape(3, lattice, lattice)
+            lo, frac = _linear_steps(h, lattice)
+            rows_done = coarse[:, lo] * (1 - frac)[None, :, None] + coarse[:, lo + 1] * frac[None, :, None]  # (3, h, lattice)
+            lo, frac = _linear_steps(w, lattice)
+            q = q + rows_done[:, :, lo] * (1 - frac) + rows_done[:, :, lo + 1] * frac
+        else:
+            q = q + self._displacement(q.reshape(3, -1)).reshape(q.shape)
+        v = self.ventricle_centre.astype(np.float32).reshape(c.shape)
+        d = q - v
+        pull = 1.0 - np.float32(self.ventricles) * np.exp(-(d * d).sum(0) / np.float32(VENTRICLE_WIDTH_MM**2))
+        return (v + d * pull[None]).astype(np.float32)
+
+    def _displacement(self, q: np.ndarray) -> np.ndarray:
+        """The smooth displacement (3, n) in mm at template points ``q`` (3, n)."""
+        grid = q / np.float32(self.step) + np.float32(1.0)  # one control point of margin below 0
+        return np.stack([ndi.map_coordinates(self.coef[a], grid, order=3, mode="nearest", prefilter=False) for a in range(3)])
+
+    def to_subject(self, q: np.ndarray) -> np.ndarray:
+        """The subject point (3,) that :meth:`to_template` maps to the template point ``q`` (3,)."""
+        q = np.asarray(q, dtype=np.float64)
+        p = self.centre + (q - self.centre) * self.scale
+        for _ in range(20):  # the map is close to the affine part: a fixed-point step per iteration
+            miss = q - self.to_template(p.astype(np.float32)).astype(np.float64)
+            p = p + miss * self.scale
+            if np.abs(miss).max() < 0.01:
+                break
+        return p
+
+    def displacement_rms(self) -> float:
+        """Root mean square length (mm) of the smooth displacement over the template's box, 16 mm apart."""
+        n = (self.coef.shape[1:] - np.array([3, 3, 3])) * self.step
+        axes = [np.arange(0.0, float(k), 16.0, dtype=np.float32) for k in n]
+        q = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
+        return float(np.sqrt((self._displacement(q) ** 2).sum(0).mean()))
+
+
+@functools.lru_cache(maxsize=8)
+def _linear_steps(n: int, lattice: int) -> tuple[np.ndarray, np.ndarray]:
+    """For n points spanning ``lattice`` lattice points: the lower neighbour (n,) int and the
+    weight (n,) float32 of the upper one, for linear interpolation (no BLAS: its threads would
+    compete with the other worker processes)."""
+    x = np.arange(n) * (lattice - 1) / (n - 1)
+    lo = np.minimum(np.floor(x).astype(int), lattice - 2)
+    return lo, (x - lo).astype(np.float32)
+
+
+VENTRICLE_WIDTH_MM = 22.0  # how far from the ventricles' centre the enlargement reaches
+# The centre of the lateral ventricles, from the sella (both templates share MNI's 1 mm axes).
+VENTRICLES_FROM_SELLA_MM = (0.0, -18.0, 46.0)
+DEFORMATION_STEP_MM = 32.0
+DEFORMATION_MM = 7.0  # control-point std; the spline makes it about 2.5 mm rms per axis
+
+
+def brain_centre(anat: Anatomy) -> np.ndarray:
+    """Centroid (3,) of the template's brain, voxels."""
+    area, centroid = anat.slice_stats(0)
+    return (area[:, None] * centroid).sum(0) / max(area.sum(), 1.0)
+
+
+def draw_head(anat: Anatomy, rng: np.random.Generator) -> Head:
+    """A subject's head: size +/-8%, a little anisotropic, deformed, ventricles larger or smaller."""
+    size = rng.uniform(0.92, 1.08)
+    scale = size * np.exp(np.clip(rng.normal(0.0, 0.035, 3), -0.07, 0.07))
+    shape = np.ceil(np.array(anat.t1.shape) / DEFORMATION_STEP_MM).astype(int) + 3
+    coef = rng.normal(0.0, DEFORMATION_MM, (3, *shape)).astype(np.float32)
+    ventricles = rng.uniform(-0.12, 0.38)  # Colin27 is a young adult: most heads have larger ventricles
+    return Head(brain_centre(anat), scale, coef, DEFORMATION_STEP_MM, anat.sella + np.array(VENTRICLES_FROM_SELLA_MM), float(ventricles))
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """How a subject's slices are laid: unit vectors (3,) of image columns, rows and the slice
+    normal in subject space, a target brain share of the image (sets the field of view), an
+    in-plane ``shift`` (2,) in px, the slice ``spacing_mm`` and a left-right ``flip``."""
+
+    plane: str
+    ecol: np.ndarray
+    erow: np.ndarray
+    normal: np.ndarray
+    brain_share: float
+    shift: np.ndarray
+    spacing_mm: float
+    flip: bool
+
+
+def draw_series(plane: str, size: int, rng: np.random.Generator) -> Series:
+    """A series in ``plane``: oblique by a few degrees, rotated in-plane up to 15 degrees."""
+    _, col, row = PLANES[plane]
     ecol, erow = np.array(col), np.array(row)
-    area, centroid = anat.slice_stats(axis)
-    if through is None:
-        usable = np.flatnonzero(area >= MIN_BRAIN_SHARE * area.max())
-        index = float(rng.choice(usable)) + rng.uniform(-0.5, 0.5)
-    else:
-        index = float(through[axis])
-    k = int(np.clip(round(index), 0, len(area) - 1))
-    centre = centroid[k].copy()
-    centre[axis] = index
-    # Oblique cut: tilt the plane a few degrees about its two in-plane axes, then rotate in-plane.
     tilt = _rotation(ecol, rng.normal(0, np.radians(4))) @ _rotation(erow, rng.normal(0, np.radians(4)))
     ecol, erow = tilt @ ecol, tilt @ erow
     theta = rng.uniform(-np.radians(15), np.radians(15))
     ecol, erow = np.cos(theta) * ecol + np.sin(theta) * erow, -np.sin(theta) * ecol + np.cos(theta) * erow
-    # Scale from a target brain share of the image, drawn independently of the class.
-    brain_share = rng.uniform(0.22, 0.42)
-    pixel_mm = float(np.sqrt(max(area[k], 1000.0) / (brain_share * size * size)))
-    aniso = rng.uniform(-0.05, 0.05)
+    normal = np.cross(ecol, erow)
+    share = rng.uniform(0.22, 0.42)  # drawn independently of the class
     shift = rng.uniform(-0.06, 0.06, 2) * size
-    warp = size * 0.012
-    dr = smooth_field(rng, size, 5, warp)
-    dc = smooth_field(rng, size, 5, warp)
+    spacing = rng.uniform(2.0, 4.0)
+    return Series(plane, ecol, erow, normal / np.linalg.norm(normal), float(share), shift, float(spacing), bool(rng.random() < 0.5))
+
+
+def slice_geometry(
+    head: Head,
+    series: Series,
+    centre: np.ndarray,
+    pixel_mm: float,
+    size: int,
+    offset_mm: float,
+    rng: np.random.Generator | None = None,
+) -> SliceGeometry:
+    """The slice of ``series`` through subject point ``centre`` (3,) moved ``offset_mm`` along the
+    normal, mapped into the template by ``head``.
+
+    ``rng``: a small per-slice jitter (field of view +/-2%, shift +/-1.5% of the side), as when
+    each slice of a series is cropped and resized on its own; None = none.
+    """
+    zoom, jitter = 1.0, np.zeros(2)
+    if rng is not None:
+        zoom = rng.uniform(0.98, 1.02)
+        jitter = rng.uniform(-0.015, 0.015, 2) * size
     r, c = np.mgrid[0:size, 0:size].astype(np.float32)
     half = (size - 1) / 2.0
-    cc = (c - half - shift[0] + dc) * (pixel_mm * (1 + aniso))
-    rr = (r - half - shift[1] + dr) * (pixel_mm * (1 - aniso))
-    coords = (
-        centre[:, None, None].astype(np.float32)
-        + cc[None] * ecol[:, None, None].astype(np.float32)
-        + rr[None] * erow[:, None, None].astype(np.float32)
+    step = np.float32(pixel_mm * zoom)
+    cc = (c - half - np.float32(series.shift[0] + jitter[0])) * step
+    rr = (r - half - np.float32(series.shift[1] + jitter[1])) * step
+    point = (np.asarray(centre) + offset_mm * series.normal).astype(np.float32)
+    subject = (
+        point[:, None, None]
+        + cc[None] * series.ecol.astype(np.float32)[:, None, None]
+        + rr[None] * series.erow.astype(np.float32)[:, None, None]
     )
-    normal = np.cross(ecol, erow)
-    return SliceGeometry(plane, coords, normal / np.linalg.norm(normal), pixel_mm, index)
+    position = float(np.dot(point - head.centre, series.normal))
+    return SliceGeometry(series.plane, head.to_template(subject, lattice=33), series.normal, float(pixel_mm * zoom), position)
 
 
-def photometric(img: np.ndarray, rng: np.random.Generator, intensity_scale: float = 1.0) -> np.ndarray:
-    """Imaging variation on a T1 slice (white matter = 1.0) -> uint8 (H, W).
+@dataclass(frozen=True, eq=False)
+class Imaging:
+    """A subject's scanner: resolution loss (``downsample`` > 1) or blur (``blur`` px), a
+    multiplicative ``bias`` field (H, W) (log), Rician ``noise`` (std, white matter = 1),
+    ``gamma``, grey/white ``contrast`` (1 = the template's), ``white`` grey value of white matter
+    and an ``offset``."""
 
-    Resolution loss or blur, multiplicative bias field, Rician noise, gamma and contrast; every
-    parameter drawn from ``rng``.
-    """
-    size = img.shape[0]
-    if rng.random() < 0.35:
-        f = rng.uniform(1.3, 2.2)
-        small = ndi.zoom(img, 1 / f, order=1, grid_mode=True, mode="nearest")
+    downsample: float
+    blur: float
+    bias: np.ndarray
+    noise: float
+    gamma: float
+    contrast: float
+    white: float
+    offset: float
+
+
+def draw_imaging(size: int, rng: np.random.Generator) -> Imaging:
+    """A subject's imaging properties, drawn once for all of its slices."""
+    lowres = rng.random() < 0.35
+    downsample = rng.uniform(1.3, 2.2) if lowres else 1.0
+    blur = 0.0 if lowres else rng.uniform(0.2, 0.9)
+    bias = smooth_field(rng, size, 4, 0.12)
+    return Imaging(
+        downsample=float(downsample),
+        blur=float(blur),
+        bias=bias,
+        noise=float(rng.uniform(0.015, 0.06)),
+        gamma=float(rng.uniform(0.75, 1.35)),
+        contrast=float(rng.uniform(0.75, 1.3)),
+        white=float(rng.uniform(100.0, 165.0)),
+        offset=float(rng.uniform(-4.0, 4.0)),
+    )
+
+
+def tissue_contrast(img: np.ndarray, brain: np.ndarray, contrast: float) -> np.ndarray:
+    """Scale the brain's tissue differences from white matter (1.0) by ``contrast``; ``brain``
+    (H, W) in [0, 1] weights it, so scalp and skull keep theirs. float32 (H, W)."""
+    scaled = np.maximum(1.0 + contrast * (img - 1.0), 0.02)
+    return (img + brain * (scaled - img)).astype(np.float32)
+
+
+def photometric(img: np.ndarray, imaging: Imaging, rng: np.random.Generator, intensity_scale: float = 1.0) -> np.ndarray:
+    """A T1 slice (white matter = 1.0) as ``imaging`` records it -> uint8 (H, W); ``rng`` draws the noise."""
+    if imaging.downsample > 1.0:
+        small = ndi.zoom(img, 1 / imaging.downsample, order=1, grid_mode=True, mode="nearest")
         img = ndi.zoom(small, np.array(img.shape) / np.array(small.shape), order=1, grid_mode=True, mode="nearest")
     else:
-        img = ndi.gaussian_filter(img, rng.uniform(0.2, 0.9))
-    img = img * np.exp(smooth_field(rng, size, 4, 0.12))
-    sigma = rng.uniform(0.015, 0.06)
+        img = ndi.gaussian_filter(img, imaging.blur)
+    img = img * np.exp(imaging.bias)
+    sigma = imaging.noise
     n1 = rng.standard_normal(img.shape, dtype=np.float32)
     n2 = rng.standard_normal(img.shape, dtype=np.float32)
     img = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2)
     ref = 1.8  # about the brightest tissue (scalp fat)
-    img = ref * (img / ref) ** rng.uniform(0.75, 1.35)
-    white = rng.uniform(100.0, 165.0) * intensity_scale  # grey value of white matter
-    offset = rng.uniform(-4.0, 4.0)
-    return np.clip(np.rint(img * white + offset), 0, 255).astype(np.uint8)
+    img = ref * (img / ref) ** imaging.gamma
+    white = imaging.white * intensity_scale  # grey value of white matter
+    return np.clip(np.rint(img * white + imaging.offset), 0, 255).astype(np.uint8)

@@ -2,12 +2,16 @@
 
 The same kind of features as the data stage's audit (size, aspect, file size, intensity
 statistics, border darkness), a logistic regression and 5-fold cross-validated one-vs-rest AUC.
+The folds keep each subject's slices together (subject id from the file name), since slices of one
+subject share their scanner's intensities: split by image, the model would recognise subjects
+seen in training and report a shortcut that is not a class cue.
 For testing the phantom; the data stage's audit is the one a run reports.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +31,24 @@ def global_features(path: str | os.PathLike[str]) -> np.ndarray:
     return np.array([w, h, w / h, p.stat().st_size, a.mean(), a.std(), *pct, border.mean()])
 
 
-def shortcut_auc(folder: str | os.PathLike[str], seed: int = 0) -> dict[str, float]:
-    """Cross-validated one-vs-rest AUC per class from global features of a phantom folder."""
+def subject_of(path: str | os.PathLike[str]) -> str:
+    """The subject id in a phantom image's file name (``sub-0042_s03.png`` -> ``sub-0042``); the
+    file name itself when it holds none."""
+    from medauc.data.phantom.generate import SUBJECT_PATTERN
+
+    name = Path(path).name
+    m = re.search(SUBJECT_PATTERN, name)
+    return m.group(1) if m else name
+
+
+def shortcut_auc(folder: str | os.PathLike[str], seed: int = 0, by_subject: bool = True) -> dict[str, float]:
+    """Cross-validated one-vs-rest AUC per class from global features of a phantom folder.
+
+    ``by_subject``: folds keep each subject's slices together (False: split by image).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -46,7 +63,11 @@ def shortcut_auc(folder: str | os.PathLike[str], seed: int = 0) -> dict[str, flo
     x = np.stack([global_features(p) for p in paths])
     y = np.array(labels)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    prob = cross_val_predict(model, x, y, cv=folds, method="predict_proba")
+    if by_subject:
+        groups = np.array([subject_of(p) for p in paths])
+        folds = StratifiedGroupKFold(5, shuffle=True, random_state=seed)
+        prob = cross_val_predict(model, x, y, cv=folds, groups=groups, method="predict_proba")
+    else:
+        prob = cross_val_predict(model, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=seed), method="predict_proba")
     classes = sorted(set(labels))
     return {c: float(roc_auc_score(y == c, prob[:, i])) for i, c in enumerate(classes)}

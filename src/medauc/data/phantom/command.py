@@ -19,7 +19,7 @@ from medauc.errors import DataError
 
 STAGE = "phantom"
 # What generate_phantom writes at the top of the folder; --force clears only these.
-_OWN = [*CLASSES, "masks", "images.csv", "phantom.json", "montage.png", "montage_masks.png"] + [
+_OWN = [*CLASSES, "masks", "images.csv", "subjects.csv", "phantom.json", "montage.png", "montage_masks.png", "montage_subjects.png"] + [
     f"montage_{c}.png" for c in CLASSES
 ]
 
@@ -68,7 +68,9 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t
     runs.mark_stage(out, STAGE, key, n_images=summary["n_images"])
     counts = ", ".join(f"{c} {n}" for c, n in summary["counts"].items())
+    subjects = ", ".join(f"{c} {n}" for c, n in summary["subjects"].items())
     print(f"phantom: {summary['n_images']} images ({counts}) at {cfg.phantom.size} px, seed {cfg.seed} -> {out}")
+    print(f"subjects: {summary['n_subjects']} ({subjects}); file names sub-<n>_s<slice>.png, data.group_pattern '{summary['subject_pattern']}'")
     print(f"anatomy: {summary['anatomy']['description']}")
     print(f"time: {seconds:.1f} s, {summary['n_images'] / seconds:.1f} images/s; montage: {out / 'montage.png'}")
     return 0

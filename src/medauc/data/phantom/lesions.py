@@ -49,15 +49,15 @@ def pituitary_lesion(anat: Anatomy, rng: np.random.Generator, subtle: bool) -> L
     return Lesion("pituitary", centre, float(radius), subtle, "sella")
 
 
-def sella_cut(lesion_centre: np.ndarray, radius: float, plane: str, rng: np.random.Generator) -> np.ndarray:
-    """A point to cut a slice through so that it crosses a sellar lesion of ``radius`` mm."""
-    point = lesion_centre.copy()
-    if plane == "axial":
-        point[2] += rng.uniform(-0.3, 0.9) * radius
-    else:
-        axis = 0 if plane == "sagittal" else 1
-        point[axis] += rng.uniform(-0.45, 0.45) * radius
-    return point
+def lesion_span(lesion: Lesion, plane: str) -> tuple[np.ndarray, float]:
+    """Where a stack of slices across ``lesion`` is centred (3,) voxels, and the distance (mm)
+    its outermost slices may lie apart so that each still cuts the lesion well inside its edge."""
+    if lesion.kind == "pituitary" and plane == "axial":
+        # Axial cuts: large adenomas grow upward, so the stack leans above the sellar centre.
+        return lesion.centre + np.array([0.0, 0.0, 0.3 * lesion.radius]), 1.2 * lesion.radius
+    if lesion.kind == "pituitary":
+        return lesion.centre.copy(), 0.9 * lesion.radius
+    return lesion.centre.copy(), 1.0 * lesion.radius
 
 
 def place_lesion(

@@ -1,4 +1,4 @@
-"""Imbalance strategies: their training sets, the table, checks a and e (with stand-in training)."""
+"""The strategies stage: training sets, the table, checks a and e (with stand-in training)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from medauc import runs
 from medauc.augment.command import augment_stage
-from medauc.augment.strategies import classic_augment, strategies_stage, strategy_inputs
+from medauc.strategies.stage import classic_augment, strategies_stage, strategy_inputs
 from medauc.data.manifest import read_manifest
 from test_augment_fixtures import CLASSES, make_run, synthetic_images, tiny_config
 
@@ -112,9 +112,10 @@ def test_strategy_training_sets(strategy_run):
     assert not set(new["source_image_id"]) & held_out
 
 
-def test_checks_a_and_e_filled(strategy_run):
-    run_dir, _, _ = strategy_run
-    c = json.loads((run_dir / "augment_checks.json").read_text())
+def test_checks_a_and_e_are_the_stages_own(strategy_run):
+    run_dir, _, table = strategy_run
+    c = json.loads((run_dir / "strategies.json").read_text())["checks"]
+    assert c == json.loads(json.dumps(table["checks"]))
     a = c["a_predicted_healthy"]
     assert a["strategy"] == "balanced" and a["n"] == 24 and len(a["per_sigma"]) == 2 and len(a["per_seed"]) == 2
     assert 0 <= a["baseline"]["test_tumour_called_healthy"] <= 1 and a["study_share"] == 0.9766
@@ -122,7 +123,10 @@ def test_checks_a_and_e_filled(strategy_run):
     assert set(e["strategies"]) == {"balanced", "restoration", "duplicate", "classic", "weighted_loss"}
     assert e["strategies"]["restoration"]["healthy_share_restored"] == 1.0  # the planted shortcut
     assert e["comparison"]["difference"] > 0.3 and e["comparison"]["ci"][0] > 0
-    assert c["d_artefact_detectability"] is not None  # augment's own checks are kept
+    # augment_checks.json stays the augment stage's: its checks kept, a and e not written there
+    augment = json.loads((run_dir / "augment_checks.json").read_text())
+    assert augment["d_artefact_detectability"] is not None
+    assert augment["a_predicted_healthy"] is None and augment["e_shortcut_flip"] is None
 
 
 def test_rerun_skips_and_main_run_model_is_reused(strategy_run, monkeypatch):

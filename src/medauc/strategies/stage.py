@@ -1,4 +1,4 @@
-"""Imbalance strategies compared on one split, one test set, the same seeds (the study's Table 2, extended).
+"""The strategies stage: imbalance strategies on one split, one test set, the same seeds (Table 2, extended).
 
 Strategies (``augment.strategies``), each trained with :func:`medauc.classify.train.train_stage` on
 ``augment.strategy_model`` into ``run_dir/strategies/<name>/``:
@@ -12,16 +12,22 @@ Strategies (``augment.strategies``), each trained with :func:`medauc.classify.tr
 - ``weighted_loss``: the original data, ``train.imbalance=weighted_loss``.
 
 Every strategy also predicts the generated images (``generated.csv``, check a) and the restored
-tumour test images (``restored_test.csv``, check e). Results: ``strategies.json``/``strategies.csv``
-(one row per strategy and seed, every metric with its CI, paired tests against "restoration") and
-checks a and e in ``augment_checks.json``.
+tumour test images (``restored_test.csv``, check e). ``strategies.json``::
+
+    model, reference ("restoration"), seeds
+    rows: [{strategy, model, seed, n_train, n_train_healthy, imbalance, folder,
+            <metric>, <metric>_ci_low, <metric>_ci_high, ...}]   # also strategies.csv
+    paired_tests: [{strategy, reference, metric, seed, difference (strategy - reference), ci_low,
+                    ci_high, p_value, p_holm, test, significant, note, ...}]
+    evaluation: the evaluation of every strategy's predictions (as metrics.json)
+    predictions: {strategy: {seed: test.csv path}}
+    checks: {a_predicted_healthy, e_shortcut_flip}   # schemas in medauc.augment.checks
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +38,18 @@ import torch.nn.functional as F
 from medauc.progress import progress_bar
 
 from medauc import runs
-from medauc.augment import checks
 from medauc.augment.generate import (
     append_rows, derived_rows, generation_plan, healthy_train, load_images, write_images,
 )
-from medauc.config import Config, config_hash, replace, to_dict
-from medauc.errors import DataError, EvaluationError
+from medauc.config import Config, config_hash, replace
+from medauc.errors import DataError
+from medauc.strategies.checks import classifier_checks
 
 log = logging.getLogger(__name__)
 
+STAGE = "strategies"
 STRATEGIES = ("balanced", "restoration", "duplicate", "classic", "weighted_loss")
 REFERENCE = "restoration"
-STUDY_PREDICTED_HEALTHY = 0.9766  # the study's check (a): generated images an original-data model called healthy
 
 
 def classic_augment(images: np.ndarray, generator: torch.Generator, max_degrees: float = 10.0) -> np.ndarray:
@@ -87,6 +93,9 @@ def strategy_inputs(
     """(config, manifest path, output folder) for one strategy; writes its manifest (and images) if needed."""
     from medauc.data.manifest import write_manifest
 
+    from medauc.config import resolve
+
+    cfg = resolve(cfg)  # augment.image_size=0 -> data.image_size, for a Config built in code too
     neg = cfg.data.negative_class
     sdir = run_dir / "strategies" / name
     plain = replace(cfg, **{"train.imbalance": "none"})
@@ -114,8 +123,7 @@ def strategy_inputs(
         key = config_hash("classic", cfg.augment.image_size, cfg.seed, n_gen, runs.file_sha256(run_dir / "manifest.csv"))
         if runs.stage_is_done(run_dir, "strategies/classic_images", key) and path.is_file():
             return plain, path, sdir
-        if (sdir / "generated").exists():
-            shutil.rmtree(sdir / "generated")
+        runs.remove_tree(sdir / "generated")
         images = load_images(list(src["path"]), cfg.augment.image_size, run_dir / "cache", cfg.data.workers, "load healthy")
         gen = torch.Generator().manual_seed(cfg.seed + 5)
         idx = np.array([p[0] for p in plan], dtype=np.int64)
@@ -124,7 +132,7 @@ def strategy_inputs(
             out[start : start + 256] = classic_augment(images[idx[start : start + 256]], gen)
         new = write_images(out, derived_rows(src, plan, "classic"), sdir / "generated", progress, "write classic")
         write_manifest(path, append_rows(manifest, new))
-        runs.mark_stage(run_dir, "strategies/classic_images", key)
+        runs.mark_stage(run_dir, "strategies/classic_images", key, files=[path, *new["path"]])
         return plain, path, sdir
     raise DataError(f"augment.strategies: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
 
@@ -175,17 +183,25 @@ def paired_tests(ev: dict[str, Any], reference: str = REFERENCE) -> list[dict[st
 def strategies_stage(cfg: Config, run_dir: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate every strategy in ``cfg.augment.strategies``; then checks a and e.
 
-    Needs ``augment_stage`` done in ``run_dir``. Writes ``strategies/<name>/``, ``strategies.json``,
-    ``strategies.csv`` and updates ``augment_checks.json``. Returns the strategies.json dict.
+    Needs the augment stage done in ``run_dir``. Writes ``strategies/<name>/``, ``strategies.json``
+    and ``strategies.csv``; returns the strategies.json dict. Skipped when done with the same inputs
+    and its files intact (:func:`medauc.stages.run`).
     """
+    from medauc import stages
+
+    return stages.run(STAGE, cfg, run_dir, force, progress=progress)
+
+
+def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The strategies stage's work (no caching of its own beyond each model's: :func:`strategies_stage` decides)."""
     from medauc.classify.train import train_stage
     from medauc.data.manifest import read_manifest
     from medauc.evaluate import evaluate_predictions
 
     run_dir = Path(run_dir)
     aug_path = run_dir / "augment" / "manifest.csv"
-    checks_path = run_dir / "augment_checks.json"
-    if not aug_path.is_file() or not checks_path.is_file():
+    restored_path = run_dir / "augment" / "restored_test.csv"
+    if not aug_path.is_file() or not restored_path.is_file():
         raise DataError(f"{aug_path} does not exist; run `medauc augment --out {run_dir}` before the strategies")
     names = list(cfg.augment.strategies)
     bad = [n for n in names if n not in STRATEGIES]
@@ -193,22 +209,16 @@ def strategies_stage(cfg: Config, run_dir: str | Path, force: bool = False, prog
         raise DataError(f"augment.strategies: unknown strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}")
     neg = cfg.data.negative_class
     model = cfg.augment.strategy_model
-    # model.names is left out: the strategies train augment.strategy_model whatever the main run trains.
-    model_cfg = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
-    key = config_hash(cfg.augment, model_cfg, cfg.train, cfg.data.image_size, cfg.data.classes, cfg.evaluate, cfg.seed,
-                      runs.file_sha256(run_dir / "manifest.csv"), runs.file_sha256(aug_path))
-    if not runs.check_stage(run_dir, "strategies", key, force):
-        return runs.read_json(run_dir / "strategies.json")
 
     manifest = read_manifest(run_dir / "manifest.csv")
     augmented = read_manifest(aug_path)
     generated = augmented[augmented["augmentation"] == "restoration"].reset_index(drop=True)
-    restored_test = read_manifest(run_dir / "augment" / "restored_test.csv")
+    restored_test = read_manifest(restored_path)
     extra = {"generated": generated, "restored_test": restored_test}
 
     pred_files: dict[str, dict[int, Path]] = {}
     val_files: dict[str, dict[int, Path]] = {}
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, Any]] = {}
     for name in names:
         scfg, mpath, out_dir = strategy_inputs(name, cfg, run_dir, manifest, augmented, progress)
         log.info("strategy %s: training %s on %s", name, model, mpath)
@@ -238,12 +248,10 @@ def strategies_stage(cfg: Config, run_dir: str | Path, force: bool = False, prog
         "paired_tests": tests,
         "evaluation": ev,
         "predictions": {n: {str(s): str(p) for s, p in d.items()} for n, d in pred_files.items()},
+        "checks": classifier_checks(cfg, run_dir, pred_files, generated, restored_test, model),
     }
-    runs.write_json(run_dir / "strategies.json", table)
     runs.write_csv(run_dir / "strategies.csv", rows, columns)
-
-    _update_checks(cfg, run_dir, checks_path, pred_files, generated, restored_test, model)
-    runs.mark_stage(run_dir, "strategies", key, strategies=names)
+    runs.write_json(run_dir / "strategies.json", table)
     return table
 
 
@@ -259,43 +267,4 @@ def _metrics_for(ev: Any, name: str, seed: int) -> dict[str, Any]:
     return _flatten_metrics(node)
 
 
-def _update_checks(
-    cfg: Config, run_dir: Path, checks_path: Path, pred_files: dict[str, dict[int, Path]],
-    generated: pd.DataFrame, restored_test: pd.DataFrame, model: str,
-) -> None:
-    neg = cfg.data.negative_class
-    level = cfg.evaluate.level
-    result = runs.read_json(checks_path)
-
-    def pred(name: str, seed: int, split: str) -> pd.DataFrame:
-        path = pred_files[name][seed].parent / f"{split}.csv"
-        if not path.is_file():
-            raise EvaluationError(f"{path} is missing; run `medauc augment --strategies --force --out {run_dir}`")
-        return pd.read_csv(path, dtype={"image_id": str, "label": str})
-
-    seed = cfg.train.seeds[0]
-    if "balanced" in pred_files and len(generated):
-        per_seed = [{"seed": s, **checks.healthy_share(pred("balanced", s, "generated"), generated, neg, level)} for s in pred_files["balanced"]]
-        # The same model on ORIGINAL test images: a share of generated images "called healthy" means
-        # little if the model calls most tumours healthy too.
-        test = pred("balanced", seed, "test")
-        called = checks.predicted_labels(test).to_numpy() == neg
-        is_neg = test["label"].to_numpy() == neg
-        baseline = {"test_healthy_called_healthy": float(called[is_neg].mean()) if is_neg.any() else float("nan"),
-                    "test_tumour_called_healthy": float(called[~is_neg].mean()) if (~is_neg).any() else float("nan")}
-        result["a_predicted_healthy"] = {"model": model, "strategy": "balanced", **per_seed[0], "per_seed": per_seed,
-                                         "baseline": baseline, "study_share": STUDY_PREDICTED_HEALTHY}
-    flip: dict[str, Any] = {"strategies": {}, "comparison": None}
-    tables = {}
-    if len(restored_test):
-        for name in pred_files:
-            tables[name] = checks.flip_table(pred(name, seed, "test"), pred(name, seed, "restored_test"), restored_test, neg)
-            flip["strategies"][name] = {"seed": seed, **checks.flip_summary(tables[name])}
-        if "restoration" in tables and "balanced" in tables:
-            flip["comparison"] = {"a": "restoration", "b": "balanced", "seed": seed,
-                                  **checks.compare_flip(tables["restoration"], tables["balanced"], cfg.evaluate.n_bootstrap, level, cfg.seed)}
-    result["e_shortcut_flip"] = flip
-    runs.write_json(checks_path, result)
-
-
-__all__ = ["STRATEGIES", "classic_augment", "paired_tests", "strategies_stage", "strategy_inputs"]
+__all__ = ["STRATEGIES", "classic_augment", "compute", "paired_tests", "strategies_stage", "strategy_inputs"]
