@@ -263,3 +263,24 @@ def test_recipe_values_are_checked() -> None:
                        ("train.warmup=1.5", "0 < warmup < 1"), ("train.label_smoothing=1.0", "label_smoothing")):
         with pytest.raises(ModelError, match=words):
             tr.Trainer(cfg(bad), "test_resnet", 0, ["a", "b"], Path("unused"), "k")
+
+
+def test_epochs_by_model_sets_one_models_epochs_and_key_only() -> None:
+    # Catches: the table ignored (efficientnet_es trains train.epochs), the table left in the
+    # per-model config (every model's key, and so its cached run, changes when another model's
+    # entry is added), and names outside model.names accepted silently.
+    from medauc.config import ConfigError
+
+    cfg = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=2"])
+    with_table = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=2",
+                                       "train.epochs_by_model={test_vit: 5}"])
+    assert tr.model_config(with_table, "test_vit").train.epochs == 5
+    assert tr.model_config(with_table, "test_resnet").train.epochs == 2
+    assert tr.stage_key(with_table, "test_resnet", 0, "m") == tr.stage_key(cfg, "test_resnet", 0, "m")
+    five = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=5"])
+    assert tr.stage_key(with_table, "test_vit", 0, "m") == tr.stage_key(five, "test_vit", 0, "m")
+    assert tr.stage_key(with_table, "test_vit", 0, "m") != tr.stage_key(cfg, "test_vit", 0, "m")
+    with pytest.raises(ConfigError, match="not in model.names"):
+        load_config("smoke", ["model.names=[test_resnet]", "train.epochs_by_model={test_vit: 5}"])
+    with pytest.raises(ConfigError, match="train.epochs_by_model"):
+        load_config("smoke", ["model.names=[test_resnet]", "train.epochs_by_model={test_resnet: 0}"])

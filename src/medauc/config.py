@@ -100,6 +100,7 @@ class TrainConfig:
     """The study's protocol, every part configurable."""
 
     epochs: int = 10  # at most this many epochs
+    epochs_by_model: dict[str, int] = field(default_factory=dict)  # {timm name: epochs} for models that need another count than train.epochs
     batch_size: int = 32  # images per step (total over all processes under torchrun)
     lr: float = 1e-4  # learning rate (the peak under schedule onecycle)
     weight_decay: float = 1e-4  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)

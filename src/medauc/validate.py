@@ -209,7 +209,7 @@ RULES: dict[str, Check] = {
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k not in ("aliases", "counts"):
+        if isinstance(v, dict) and k not in ("aliases", "counts", "epochs_by_model"):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -248,6 +248,14 @@ def check_ranges(cfg: Config) -> None:
         raise _fail("phantom.counts", p.counts, "counts must be >= 0")
     if p.counts and sum(p.counts.values()) < 1:
         raise _fail("phantom.counts", p.counts, "must hold at least one image")
+    by_model = cfg.train.epochs_by_model
+    bad = {k: v for k, v in by_model.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise _fail("train.epochs_by_model", by_model, f"epochs must be integers >= 1; got {bad}")
+    stray = sorted(set(by_model) - set(cfg.model.names))
+    if stray:
+        raise _fail("train.epochs_by_model", by_model,
+                    f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
     if len(a.channels) < 2:
         raise _fail("augment.channels", a.channels, "the U-Net needs at least two levels, e.g. [16, 32, 64]")
     div = 2 ** (len(a.channels) - 1)

@@ -12,6 +12,8 @@ Predictions go to ``<out>/predictions/<model>/<seed>/<split>.csv``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import random
@@ -506,12 +508,25 @@ def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
     return classes
 
 
+def model_config(cfg: Config, model_name: str) -> Config:
+    """``cfg`` as one model trains under it: ``train.epochs`` from ``train.epochs_by_model`` when it
+    names the model, and the per-model table emptied, so that a model's key (and its run) depends
+    only on its own epochs, not on another model's entry."""
+    by_model = cfg.train.epochs_by_model
+    if not by_model:
+        return cfg
+    # dataclasses.replace, not config.replace: the latter merges dicts, so it cannot empty the table.
+    train = dataclasses.replace(cfg.train, epochs=int(by_model.get(model_name, cfg.train.epochs)), epochs_by_model={})
+    return dataclasses.replace(cfg, train=train)
+
+
 def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
     """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
+    cfg = model_config(cfg, model_name)
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
     later_fields = (
         ("zero_head", False), ("affine", 0.0), ("amp_dtype", "auto"), ("optimizer", "adam"), ("schedule", "plateau"),
-        ("warmup", 0.25), ("label_smoothing", 0.0), ("sync_bn", True),
+        ("warmup", 0.25), ("label_smoothing", 0.0), ("sync_bn", True), ("epochs_by_model", {}),
     )
     for later, default in later_fields:
         if train[later] == default:
@@ -601,6 +616,7 @@ def _train_one(
     cfg: Config, out_dir: Path, model_name: str, seed: int, classes: list[str], train: ImageSet,
     sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, d: ddp.Dist, force: bool,
 ) -> dict[str, Any]:
+    cfg = model_config(cfg, model_name)
     model_dir = out_dir / "train" / safe_name(model_name) / str(seed)
     pred_dir = out_dir / "predictions" / safe_name(model_name) / str(seed)
     stage = f"train/{safe_name(model_name)}/{seed}"
