@@ -57,18 +57,6 @@ def _cfg(*extra: str):
 # ----------------------------------------------------------------------------- settings and their errors
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("data.group_pattern=(sub-\\d+", "data.group_pattern='(sub-\\\\d+': is not a valid regular expression"),
-        ("data.group_pattern=sub-\\d+", "needs exactly one capture group, the part of the path that names the patient (it has 0)"),
-        ("data.group_pattern=(sub)-(\\d+)", "(it has 2)"),
-    ],
-)
-def test_bad_patterns_are_refused_when_the_config_loads(override, message):
-    with pytest.raises(ConfigError) as exc:
-        load_config("smoke", [override])
-    assert message in str(exc.value)
 
 
 def test_both_keys_set_is_an_error_at_load_and_in_prepare(tmp_path):

@@ -26,6 +26,9 @@ from medauc.validate import CHOICES, check_models
         ("augment.image_size=33", "augment.image_size=33: must be divisible by 2"),
         ("evaluate.prevalences=[0.5,2]", "2.0 must lie in (0, 1)"),
         ("data.classes=[glioma,pituitary]", "data.negative_class='healthy': must be one of data.classes"),
+        ("data.group_pattern=(sub-\\d+", "data.group_pattern='(sub-\\\\d+': is not a valid regular expression"),
+        ("data.group_pattern=sub-\\d+", "needs exactly one capture group, the part of the path that names the patient (it has 0)"),
+        ("data.group_pattern=(sub)-(\\d+)", "(it has 2)"),
     ],
 )
 def test_out_of_range_values_name_key_and_range(override, message):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,13 +170,7 @@ def _align(test: Predictions, ref: Predictions) -> Predictions:
             "predictions for the same images: re-run prediction on the same test split"
         )
     test = test.reorder(ref.image_ids)
-    differ = np.flatnonzero(test.y != ref.y)
-    if differ.size:
-        i = differ[0]
-        raise EvaluationError(
-            f"{test.source} and {ref.source} give different labels for {differ.size} images "
-            f"(e.g. {ref.image_ids[i]}: {test.classes[test.y[i]]} vs {ref.classes[ref.y[i]]}); they come from different manifests"
-        )
+    _same_per_image(test, ref, "labels", np.asarray(test.classes)[test.y], np.asarray(ref.classes)[ref.y], str)
     if (test.subject is None) != (ref.subject is None):
         has, lacks = (test, ref) if ref.subject is None else (ref, test)
         raise EvaluationError(
@@ -184,14 +178,20 @@ def _align(test: Predictions, ref: Predictions) -> Predictions:
             "comparisons must resample the same units: re-run prediction so that both files carry the subject column"
         )
     if test.subject is not None:
-        differ = np.flatnonzero(test.subject != ref.subject)
-        if differ.size:
-            i = differ[0]
-            raise EvaluationError(
-                f"{test.source} and {ref.source} give different patients (subject) for {differ.size} images "
-                f"(e.g. {ref.image_ids[i]}: {test.subject[i]!r} vs {ref.subject[i]!r}); they come from different manifests"
-            )
+        _same_per_image(test, ref, "patients (subject)", test.subject, ref.subject, repr)
     return test
+
+
+def _same_per_image(test: Predictions, ref: Predictions, what: str, a: np.ndarray, b: np.ndarray,
+                    show: Callable[[Any], str]) -> None:
+    """EvaluationError naming the first image where the aligned files disagree on ``what``."""
+    differ = np.flatnonzero(a != b)
+    if differ.size:
+        i = differ[0]
+        raise EvaluationError(
+            f"{test.source} and {ref.source} give different {what} for {differ.size} images "
+            f"(e.g. {ref.image_ids[i]}: {show(a[i])} vs {show(b[i])}); they come from different manifests"
+        )
 
 
 PER_CLASS_PREFIXES = ("auc", "sensitivity", "specificity", "ppv", "f1")
