@@ -380,6 +380,13 @@ def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
+def without_later_defaults(section: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """``to_dict(section)`` without the fields in ``names`` that hold their default: fields added
+    after a stage's key was first defined, so that runs made before them keep their keys."""
+    values, defaults = to_dict(section), to_dict(type(section)())
+    return {k: v for k, v in values.items() if not (k in names and v == defaults[k])}
+
+
 def config_hash(*parts: Any) -> str:
     """Stable short hash of config sections (dataclasses or plain values), for stage caching."""
     def plain(x: Any) -> Any:

@@ -33,7 +33,7 @@ from medauc.progress import Progress, progress_bar
 from medauc import runs
 from medauc.classify import distributed as ddp
 from medauc.classify.models import InputTransform, create_model, input_stats
-from medauc.config import Config, TrainConfig, config_hash, to_dict
+from medauc.config import Config, TrainConfig, config_hash, to_dict, without_later_defaults
 from medauc.data.datasets import ImageSet, image_set
 from medauc.data.manifest import known_subjects
 from medauc.errors import DataError, ModelError
@@ -523,14 +523,10 @@ def model_config(cfg: Config, model_name: str) -> Config:
 def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
     """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
     cfg = model_config(cfg, model_name)
-    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seeds", "num_threads", "device")}
-    later_fields = (
-        ("zero_head", False), ("affine", 0.0), ("amp_dtype", "auto"), ("optimizer", "adam"), ("schedule", "plateau"),
-        ("warmup", 0.25), ("label_smoothing", 0.0), ("sync_bn", True), ("epochs_by_model", {}),
-    )
-    for later, default in later_fields:
-        if train[later] == default:
-            del train[later]  # at its default, a field added later keeps the keys of models trained before it
+    # Fields added after the first trained models: at their default, old models keep their keys.
+    later = ("zero_head", "affine", "amp_dtype", "optimizer", "schedule", "warmup", "label_smoothing", "sync_bn",
+             "epochs_by_model")
+    train = {k: v for k, v in without_later_defaults(cfg.train, later).items() if k not in ("seeds", "num_threads", "device")}
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
     data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
     return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from medauc import runs
-from medauc.config import Config, DataConfig, config_hash, to_dict
+from medauc.config import Config, config_hash, without_later_defaults
 from medauc.data import audit as audit_mod
 from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
 from medauc.data import subjects as subjects_mod
@@ -78,11 +78,7 @@ def resolve_data_dir(cfg: Config, data_dir: str | os.PathLike[str] | None = None
 def stage_key(cfg: Config, disc: Discovery) -> str:
     """Hash of what prepare's outputs depend on: data settings, seed, the file list, and the
     content of ``data.groups_csv`` (not its path)."""
-    data = {k: v for k, v in to_dict(cfg.data).items() if k not in _KEY_IGNORES}
-    defaults = to_dict(DataConfig())
-    for k in _KEY_LATER:
-        if data[k] == defaults[k]:
-            del data[k]
+    data = {k: v for k, v in without_later_defaults(cfg.data, _KEY_LATER).items() if k not in _KEY_IGNORES}
     if cfg.data.groups_csv:
         data["groups_csv"] = runs.file_sha256(Path(cfg.data.groups_csv).expanduser())
     files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
