@@ -25,7 +25,8 @@ from sklearn import metrics as skm
 from medauc.config import load_config
 from medauc.evaluate.bootstrap import bootstrap_many, bootstrap_weights, percentile_interval
 from medauc.evaluate.compare import evaluate_predictions
-from medauc.evaluate.metrics import MetricEngine, RankIndex, auc_from_groups, read_predictions
+from medauc.evaluate.metrics import MetricEngine, RankIndex, auc_from_groups
+from medauc.evaluate.predictions import read_predictions
 from medauc.evaluate.synthetic import simulate_run
 
 STUDY_TEST = (600, 487, 494, 528)  # healthy, glioma, meningioma, pituitary: the study's 2,109 test images

@@ -23,7 +23,8 @@ import timm
 import torch
 
 from medauc.config import load_config, replace
-from medauc.explain.stage import ExplainModel, explain_models
+from medauc.explain.passes import ExplainModel
+from medauc.explain.stage import explain_models
 
 DEMO = ["resnet18", "densenet121", "efficientnet_b0", "vit_tiny_patch16_224"]
 CLASSES = ["healthy", "glioma", "meningioma", "pituitary"]

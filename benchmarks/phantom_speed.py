@@ -24,7 +24,7 @@ from medauc.data.audit import scan_files, shortcut_audit  # noqa: E402
 from medauc.data.phantom import generate_phantom  # noqa: E402
 from medauc.data.phantom.anatomy import load_anatomy  # noqa: E402
 from medauc.data.phantom.check import shortcut_auc  # noqa: E402
-from medauc.data.phantom.generate import CLASSES  # noqa: E402
+from medauc.data.phantom.design import CLASSES  # noqa: E402
 
 
 def _cpu() -> float:

@@ -60,7 +60,9 @@ def main() -> int:
 
     from medauc.config import load_config
     from medauc.data.command import prepare_stage
-    from medauc.runs import clear_stage, open_run, read_json
+    from medauc.fileio import read_json
+    from medauc.records import clear_stage
+    from medauc.runs import open_run
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)

@@ -28,6 +28,7 @@ from medauc.classify import distributed as ddp
 from medauc.classify.train import Trainer, mixed_precision
 from medauc.config import load_config
 from medauc.data.datasets import ImageSet
+from medauc.device import resolve_device
 
 CLASSES = ["healthy", "glioma", "meningioma", "pituitary"]
 
@@ -67,7 +68,7 @@ def bench(name: str, size: int, batch: int, n: int, rounds: int, threads: int, d
     labels = torch.randint(0, len(CLASSES), (n,), generator=gen)
     train = ImageSet([str(i) for i in range(n)], labels, images, CLASSES, pd.DataFrame())
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, name, 0, CLASSES, Path(tmp), "bench", ddp.Dist(device=ddp.resolve_device(cfg.train.device)))
+        trainer = Trainer(cfg, name, 0, CLASSES, Path(tmp), "bench", ddp.Dist(device=resolve_device(cfg.train.device)))
         # The bare loop: same architecture and memory format, tensors already normalised and batched.
         torch.manual_seed(0)
         model = timm.create_model(name, num_classes=len(CLASSES), in_chans=1, **({"img_size": size} if trainer.net.pretrained_cfg.get("fixed_input_size") else {}))

@@ -23,6 +23,6 @@ def _one_thread():
 def _release_run_folders():
     # A test that opened a run folder in this process must not leave it locked for the next one.
     yield
-    from medauc.runs import release_all
+    from medauc.lock import release_all
 
     release_all()

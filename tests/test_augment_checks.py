@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medauc.augment import checks
+from medauc.augment import artefacts, checks, classifier_checks
 from test_augment_fixtures import synthetic_images
 
 
@@ -27,7 +27,7 @@ def test_planted_artefact_is_detected(originals):
     yy, xx = np.mgrid[0:32, 0:32]
     pattern = 0.03 * ((yy + xx) % 2 * 2 - 1)  # a faint checkerboard: a generator's signature
     planted = np.clip(originals[source] + pattern + rng.normal(0, 0.002, (len(source), 32, 32)), 0, 1)
-    d = checks.artefact_detectability(originals, planted, source, sigmas, seed=0, n_bootstrap=100)
+    d = artefacts.artefact_detectability(originals, planted, source, sigmas, seed=0, n_bootstrap=100)
     assert d["auc"] > 0.9
     assert d["ci"][0] > 0.8 and d["ci"][0] <= d["auc"] <= d["ci"][1]
     assert [r["sigma"] for r in d["per_sigma"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
@@ -37,7 +37,7 @@ def test_planted_artefact_is_detected(originals):
 def test_identity_denoiser_leaves_no_signature(originals):
     source, sigmas = _five_each(len(originals))
     identical = originals[source].copy()  # a "denoiser" that gives back the clean image unchanged
-    d = checks.artefact_detectability(originals, identical, source, sigmas, seed=0, n_bootstrap=100)
+    d = artefacts.artefact_detectability(originals, identical, source, sigmas, seed=0, n_bootstrap=100)
     assert abs(d["auc"] - 0.5) < 0.05
     assert d["ci"][0] <= 0.5 <= d["ci"][1]
 
@@ -76,7 +76,7 @@ def _pred(ids, probs, classes=("healthy", "glioma")):
 def test_healthy_share_per_sigma():
     prov = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "sigma": [0.1, 0.1, 0.5, 0.5]})
     pred = _pred(["a", "b", "c", "d"], [(0.9, 0.1), (0.8, 0.2), (0.7, 0.3), (0.2, 0.8)])
-    a = checks.healthy_share(pred, prov, "healthy")
+    a = classifier_checks.healthy_share(pred, prov, "healthy")
     assert a["share"] == 0.75 and a["n"] == 4 and a["predicted"] == {"healthy": 3, "glioma": 1}
     assert [(r["sigma"], r["share"]) for r in a["per_sigma"]] == [(0.1, 1.0), (0.5, 0.5)]
     assert a["ci"][0] < 0.75 < a["ci"][1]
@@ -90,17 +90,17 @@ def test_flip_rate_and_paired_comparison():
     # model A (trained on restorations) calls most restored tumours healthy; model B does not
     rest_a = _pred(prov["image_id"], [(0.9, 0.1)] * 6 + [(0.1, 0.9)] * 2)
     rest_b = _pred(prov["image_id"], [(0.1, 0.9)] * 8)
-    ta = checks.flip_table(test, rest_a, prov, "healthy")
-    tb = checks.flip_table(test, rest_b, prov, "healthy")
-    sa, sb = checks.flip_summary(ta), checks.flip_summary(tb)
+    ta = classifier_checks.flip_table(test, rest_a, prov, "healthy")
+    tb = classifier_checks.flip_table(test, rest_b, prov, "healthy")
+    sa, sb = classifier_checks.flip_summary(ta), classifier_checks.flip_summary(tb)
     assert sa["healthy_share_original"] == 0.25  # t4 was already called healthy
     assert sa["flip_rate"] == 1.0 and sb["flip_rate"] == 0.0  # of restored t1-t3 (called tumour before)
     assert sa["healthy_share_restored"] == 0.75
-    cmp_ = checks.compare_flip(ta, tb, n_bootstrap=200, level=0.95, seed=0)
+    cmp_ = classifier_checks.compare_flip(ta, tb, n_bootstrap=200, level=0.95, seed=0)
     assert cmp_["difference"] == 0.75 and cmp_["ci"][0] <= 0.75 <= cmp_["ci"][1]
 
 
 def test_wilson_interval():
-    lo, hi = checks.wilson(9766, 10000)
+    lo, hi = classifier_checks.wilson(9766, 10000)
     assert lo < 0.9766 < hi and hi - lo < 0.01
-    assert checks.wilson(0, 10)[0] == 0.0
+    assert classifier_checks.wilson(0, 10)[0] == 0.0

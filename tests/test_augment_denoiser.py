@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medauc.augment.denoiser import (
-    Denoiser, add_noise, gaussian_blur, load_denoiser, model_restore_fn, nlm_denoise, psnr, quality_per_sigma, restore,
-    save_denoiser, ssim, train_denoiser,
-)
+from medauc.augment.denoiser import Denoiser, load_denoiser, model_restore_fn, restore, save_denoiser
+from medauc.augment.quality import add_noise, psnr, ssim
+from medauc.augment.restoration import gaussian_blur, nlm_denoise, quality_per_sigma
+from medauc.augment.training import train_denoiser
 from medauc.augment.generate import generate
 from medauc.config import AugmentConfig
 from medauc.errors import ModelError

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medauc import runs
 from medauc.augment.command import augment_stage
 from medauc.augment.generate import check_no_leak, generation_plan, n_to_generate
 from medauc.config import AugmentConfig
 from medauc.data.manifest import read_manifest
-from medauc.errors import DataError
+from medauc.errors import DataError, RunFolderError
 from test_augment_fixtures import make_run, tiny_config
 
 
@@ -60,7 +59,7 @@ def test_augmented_manifest_has_provenance_and_study_multiple(augmented_run):
     assert len(gen) == 5 * len(healthy_train)  # 6x: originals + 5 restorations each
     assert set(gen["label"]) == {"healthy"} and set(gen["augmentation"]) == {"restoration"}
     assert Counter(gen["source_image_id"]) == {i: 5 for i in healthy_train["image_id"]}
-    assert sorted(gen["sigma"].unique().tolist()) == cfg.augment.sigmas
+    assert sorted(gen["sigma"].unique().tolist()) == list(cfg.augment.sigmas)
     assert all((run_dir / "augment" / "generated").glob("**/*.png"))
     first = gen.iloc[0]
     assert first["path"].endswith(".png") and len(first["sha256"]) == 64
@@ -108,7 +107,7 @@ def test_checks_file_and_denoiser_written(augmented_run):
         assert on_disk[key] is not None
     assert on_disk["a_predicted_healthy"] is None and on_disk["e_shortcut_flip"] is None  # need --strategies
     validation = on_disk["b_restoration_quality"]["validation"]
-    assert [r["sigma"] for r in validation] == [0.0] + cfg.augment.sigmas  # sigma 0: a clean input
+    assert [r["sigma"] for r in validation] == [0.0, *cfg.augment.sigmas]  # sigma 0: a clean input
     for r in validation:
         assert {"psnr_restored", "psnr_blur", "blur_sigma", "psnr_nlm", "ssim_blur", "ssim_nlm"} <= set(r)
     with np.load(run_dir / "augment" / "restoration_examples.npz") as ex:
@@ -130,7 +129,7 @@ def test_rerun_is_skipped_and_changed_config_needs_force(augmented_run):
     assert (run_dir / "augment" / "manifest.csv").stat().st_mtime_ns == mtime
     from medauc.config import replace
 
-    with pytest.raises(runs.RunFolderError, match="--force"):
+    with pytest.raises(RunFolderError, match="--force"):
         augment_stage(replace(cfg, **{"augment.multiple": 3.0}), run_dir, progress=False)
 
 
@@ -153,7 +152,7 @@ def test_generation_is_deterministic(tmp_path):
 
 
 def test_denoiser_at_another_size_is_warned_and_check_d_sees_the_classifier_size(tmp_path, monkeypatch, caplog):
-    from medauc.augment import checks
+    from medauc.augment import artefacts
 
     seen = []
 
@@ -161,8 +160,8 @@ def test_denoiser_at_another_size_is_warned_and_check_d_sees_the_classifier_size
         seen.append((originals.shape, generated.shape))
         return real(originals, generated, *args, **kwargs)
 
-    real = checks.artefact_detectability
-    monkeypatch.setattr(checks, "artefact_detectability", spy)
+    real = artefacts.artefact_detectability
+    monkeypatch.setattr(artefacts, "artefact_detectability", spy)
     make_run(tmp_path, {"healthy": (12, 2, 2), "glioma": (3, 1, 1)})
     cfg = tiny_config(**{"augment.image_size": 16, "data.image_size": 32, "augment.sigmas": [0.1], "augment.multiple": 2.0,
                          "data.classes": ["healthy", "glioma"]})

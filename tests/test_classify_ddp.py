@@ -23,7 +23,7 @@ import pytest
 import torch.distributed as dist
 
 from medauc.classify import distributed as ddp
-from medauc.classify.train import train_stage
+from medauc.classify.stage import train_stage
 from medauc.config import load_config
 from test_classify_models import make_dataset
 

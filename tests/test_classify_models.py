@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from medauc.classify.models import create_model, input_stats, prepare_batch, resolve_weights
-from medauc.data.datasets import image_set, load_images, resize_uint8
+from medauc.data.datasets import image_set, load_images, resize_uint8, uint8_to_float
 from medauc.errors import ModelError
 
 CLASSES = ["healthy", "glioma", "meningioma", "pituitary"]
@@ -114,3 +114,19 @@ def test_image_cache_decodes_once_and_matches_prepare_batch(tmp_path: Path, monk
     x = prepare_batch(np.stack([load_image(p) for p in df["path"]]), meta)
     assert torch.equal(x, (s.images[:, None].float() - 127.5) / 63.75)
     assert torch.equal(resize_uint8(np.stack([load_image(p) for p in df["path"]]), 24), s.images)
+
+
+def test_float_images_are_the_8_bit_images_over_255(tmp_path: Path) -> None:
+    """What the denoiser and its checks compute on: the classifier's 8-bit images as float32 in [0, 1],
+    equal to reading an 8-bit PNG of them (a /256, a float64 result or a skipped quantisation fails)."""
+    from medauc.data.images import load_image, save_png
+
+    u8 = load_images(list(pd.read_csv(make_dataset(tmp_path, {"train": 1}))["path"]), 24)
+    f = uint8_to_float(u8)
+    assert f.dtype == np.float32 and f.shape == (4, 24, 24)
+    assert np.array_equal(f[0], load_image(save_png(tmp_path / "u8.png", u8[0].numpy())))
+    every = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16)
+    assert np.array_equal(uint8_to_float(every).ravel(), (np.arange(256) / 255.0).astype(np.float32))
+    # No images: an empty array and no cache file (a cached empty set would only litter the run folder).
+    assert uint8_to_float(load_images([], 24, tmp_path / "cache")).shape == (0, 24, 24)
+    assert not (tmp_path / "cache").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from medauc.classify import stage as st
 from medauc.classify import train as tr
 from medauc.classify.models import load_trained
 from medauc.classify.predict import predict_images, predict_manifest
 from medauc.config import load_config
 from medauc.data.images import load_image
+from medauc.device import amp_context
 from test_classify_models import make_dataset
 
 VIT = ["model.names=[test_vit]"]
@@ -55,9 +58,9 @@ def killed_then_resumed(config, run: Path, manifest: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(tr.Trainer, "train_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        tr.train_stage(config, run, manifest)
+        st.train_stage(config, run, manifest)
     monkeypatch.setattr(tr.Trainer, "train_epoch", original)
-    return tr.train_stage(config, run, manifest)[0]
+    return st.train_stage(config, run, manifest)[0]
 
 
 def predictions_of(result: dict) -> pd.DataFrame:
@@ -68,7 +71,7 @@ def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
     manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # test_vit: its validation loss improves until epoch 3 here, so the predictions come from after the interruption
-    whole = tr.train_stage(cfg(*VIT), tmp_path / "a", manifest)[0]
+    whole = st.train_stage(cfg(*VIT), tmp_path / "a", manifest)[0]
     assert whole["epochs"] == 3 and whole["best_epoch"] == 3 and not whole["skipped"]
 
     at_kill = {}
@@ -93,7 +96,7 @@ def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
         tmp_path / "b/train/test_vit/0/best.safetensors"
     ).read_bytes()
 
-    other = tr.train_stage(cfg(*VIT, "train.seeds=[1]"), tmp_path / "c", manifest)[0]
+    other = st.train_stage(cfg(*VIT, "train.seeds=[1]"), tmp_path / "c", manifest)[0]
     assert other["seed"] == 1
     pa = pd.read_csv(tmp_path / "a/predictions/test_vit/0/test.csv")
     pc = pd.read_csv(tmp_path / "c/predictions/test_vit/1/test.csv")
@@ -101,7 +104,7 @@ def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
 
     # a second call skips the finished model, and writes extra predictions that were not there yet
     extra = pd.read_csv(manifest).query("split == 'train'").head(5)
-    again = tr.train_stage(cfg(*VIT), tmp_path / "a", manifest, extra_sets={"generated": extra})[0]
+    again = st.train_stage(cfg(*VIT), tmp_path / "a", manifest, extra_sets={"generated": extra})[0]
     assert again["skipped"]
     gen = pd.read_csv(again["predictions"]["generated"])
     assert list(gen["image_id"]) == list(extra["image_id"])
@@ -121,7 +124,7 @@ def test_same_seed_same_bits_resume_after_interrupt_and_other_seed_differs(
 
 def test_monitoring_the_test_set_is_recorded_as_a_leak(manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        r = tr.train_stage(cfg("train.monitor=test", "train.epochs=1", "train.imbalance=weighted_loss"), tmp_path, manifest)[0]
+        r = st.train_stage(cfg("train.monitor=test", "train.epochs=1", "train.imbalance=weighted_loss"), tmp_path, manifest)[0]
     assert r["test_leak"] is True
     assert "TEST loss" in caplog.text
     meta = load_trained(r["model_dir"])[1]
@@ -131,12 +134,12 @@ def test_monitoring_the_test_set_is_recorded_as_a_leak(manifest: Path, tmp_path:
 
 
 def test_changed_settings_are_refused_without_force(manifest: Path, tmp_path: Path) -> None:
-    from medauc.runs import RunFolderError
+    from medauc.errors import RunFolderError
 
-    tr.train_stage(cfg("train.epochs=1"), tmp_path, manifest)
+    st.train_stage(cfg("train.epochs=1"), tmp_path, manifest)
     with pytest.raises(RunFolderError, match="--force"):
-        tr.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest)
-    r = tr.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest, force=True)[0]
+        st.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest)
+    r = st.train_stage(cfg("train.epochs=1", "train.lr=0.01"), tmp_path, manifest, force=True)[0]
     assert not r["skipped"]
 
 
@@ -159,11 +162,11 @@ def test_errors_name_the_value_and_the_fix(manifest: Path, tmp_path: Path) -> No
     from medauc.errors import DataError, ModelError
 
     with pytest.raises(ModelError, match="train.imbalance"):
-        tr.train_stage(cfg("train.imbalance=oversample"), tmp_path, manifest)
+        st.train_stage(cfg("train.imbalance=oversample"), tmp_path, manifest)
     no_val = tmp_path / "noval.csv"
     pd.read_csv(manifest).query("split != 'val'").to_csv(no_val, index=False)
     with pytest.raises(DataError, match="train.monitor=test"):
-        tr.train_stage(cfg(), tmp_path, no_val)
+        st.train_stage(cfg(), tmp_path, no_val)
 
 
 def test_cli_trains_the_named_models_and_reports_errors(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -188,9 +191,9 @@ def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise() -> None:
 
 def test_affine_augmentation_is_seeded_and_resumable(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     aff = ["train.affine=1.0", "train.epochs=2"]
-    a = tr.train_stage(cfg(*aff), tmp_path / "a", manifest)[0]
+    a = st.train_stage(cfg(*aff), tmp_path / "a", manifest)[0]
     b = killed_then_resumed(cfg(*aff), tmp_path / "b", manifest, monkeypatch)
-    plain = tr.train_stage(cfg("train.epochs=2"), tmp_path / "c", manifest)[0]
+    plain = st.train_stage(cfg("train.epochs=2"), tmp_path / "c", manifest)[0]
     read = predictions_of
     assert read(a).equals(read(b))  # same seed, interrupted or not: the same bits
     assert not read(a).equals(read(plain))  # and the augmentation does change training
@@ -202,15 +205,15 @@ def test_mixed_precision_loss_scaling_and_resume(manifest: Path, tmp_path: Path,
 
     assert tr.mixed_precision(torch.device("cpu"), cfg().train)[1] is None  # CPU training stays float32
     with pytest.raises(ModelError, match="train.amp_dtype='fp8'"):
-        tr.train_stage(cfg("train.amp_dtype=fp8"), tmp_path / "bad", manifest)
-    autocast, scaler = tr.amp_context("cpu", "bf16")
+        st.train_stage(cfg("train.amp_dtype=fp8"), tmp_path / "bad", manifest)
+    autocast, scaler = amp_context("cpu", "bf16")
     assert scaler is None
     with autocast():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
 
-    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: tr.amp_context("cpu", "fp16"))
+    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: amp_context("cpu", "fp16"))
     two = ["train.epochs=2"]
-    a = tr.train_stage(cfg(*two), tmp_path / "a", manifest)[0]
+    a = st.train_stage(cfg(*two), tmp_path / "a", manifest)[0]
     saved = {}
     b = killed_then_resumed(cfg(*two), tmp_path / "b", manifest, monkeypatch,
                             lambda trainer: saved.update(torch.load(trainer.last_path, weights_only=True)))
@@ -220,8 +223,8 @@ def test_mixed_precision_loss_scaling_and_resume(manifest: Path, tmp_path: Path,
     assert np.allclose(read(a).filter(like="prob_").sum(axis=1), 1.0)
     assert load_trained(a["model_dir"])[1]["precision"] == "float16"
 
-    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: (tr.nullcontext, None))
-    fp32 = tr.train_stage(cfg(*two), tmp_path / "c", manifest)[0]
+    monkeypatch.setattr(tr, "mixed_precision", lambda device, tc: (nullcontext, None))
+    fp32 = st.train_stage(cfg(*two), tmp_path / "c", manifest)[0]
     assert load_trained(fp32["model_dir"])[1]["precision"] == "float32"
     assert not read(a).equals(read(fp32))  # half precision does change the arithmetic
 
@@ -245,14 +248,14 @@ def test_adamw_one_cycle_label_smoothing_change_training_and_resume_bit_for_bit(
     manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recipe = ["train.optimizer=adamw", "train.schedule=onecycle", "train.label_smoothing=0.1", "train.weight_decay=0.05", "train.epochs=2"]
-    a = tr.train_stage(cfg(*recipe), tmp_path / "a", manifest)[0]
+    a = st.train_stage(cfg(*recipe), tmp_path / "a", manifest)[0]
     lrs = history(tmp_path / "a")["lr"].tolist()
     assert lrs[0] == pytest.approx(0.001 / 25)  # the cycle starts low, not at train.lr
     b = killed_then_resumed(cfg(*recipe), tmp_path / "b", manifest, monkeypatch)
     read = predictions_of
     assert read(a).equals(read(b))  # the rate comes from the step number: a resumed run continues the same cycle
     for i, part in enumerate(recipe[:3]):  # each part of the recipe changes the result on its own
-        single = tr.train_stage(cfg(part, "train.epochs=2"), tmp_path / f"c{i}", manifest)[0]
+        single = st.train_stage(cfg(part, "train.epochs=2"), tmp_path / f"c{i}", manifest)[0]
         assert not read(single).equals(read(a)), part
 
 
@@ -274,12 +277,12 @@ def test_epochs_by_model_sets_one_models_epochs_and_key_only() -> None:
     cfg = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=2"])
     with_table = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=2",
                                        "train.epochs_by_model={test_vit: 5}"])
-    assert tr.model_config(with_table, "test_vit").train.epochs == 5
-    assert tr.model_config(with_table, "test_resnet").train.epochs == 2
-    assert tr.stage_key(with_table, "test_resnet", 0, "m") == tr.stage_key(cfg, "test_resnet", 0, "m")
+    assert st.model_config(with_table, "test_vit").train.epochs == 5
+    assert st.model_config(with_table, "test_resnet").train.epochs == 2
+    assert st.stage_key(with_table, "test_resnet", 0, "m") == st.stage_key(cfg, "test_resnet", 0, "m")
     five = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.epochs=5"])
-    assert tr.stage_key(with_table, "test_vit", 0, "m") == tr.stage_key(five, "test_vit", 0, "m")
-    assert tr.stage_key(with_table, "test_vit", 0, "m") != tr.stage_key(cfg, "test_vit", 0, "m")
+    assert st.stage_key(with_table, "test_vit", 0, "m") == st.stage_key(five, "test_vit", 0, "m")
+    assert st.stage_key(with_table, "test_vit", 0, "m") != st.stage_key(cfg, "test_vit", 0, "m")
     with pytest.raises(ConfigError, match="not in model.names"):
         load_config("smoke", ["model.names=[test_resnet]", "train.epochs_by_model={test_vit: 5}"])
     with pytest.raises(ConfigError, match="train.epochs_by_model"):

@@ -53,7 +53,7 @@ def test_empty_data_classes_means_the_folders_found_in_every_stage(tmp_path, cap
               "model.names=[test_resnet]", "train.epochs=1", "augment.enabled=false"]
     assert main(["prepare", "--data", str(data), *common]) == 0
     # config.yaml holds the classes found: the negative class first, then sorted
-    assert load_config(str(out / "config.yaml")).data.classes == ["clear", "tumour", "unsure"]
+    assert load_config(str(out / "config.yaml")).data.classes == ("clear", "tumour", "unsure")
     assert main(["train", *common]) == 0, capsys.readouterr().err
     header = pd.read_csv(out / "predictions" / "test_resnet" / "0" / "test.csv", nrows=0).columns
     assert [c for c in header if c.startswith("prob_")] == ["prob_clear", "prob_tumour", "prob_unsure"]

@@ -1,20 +1,26 @@
-import pytest
+import dataclasses
+import hashlib
+import types
 
-from medauc.config import Config, ConfigError, config_hash, load_config, parse_override, replace
+import pytest
+import yaml
+
+from medauc.config import (Config, ConfigError, ModelConfig, config_hash, dump_yaml, load_config, parse_override,
+                           replace, to_dict)
 
 
 def test_builtin_configs_load():
     for name in ("demo", "smoke", "study"):
         cfg = load_config(name)
         assert cfg.name == name
-    assert load_config("study").model.names == ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"]
+    assert load_config("study").model.names == ("resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224")
     assert load_config("study").train.lr == pytest.approx(1e-4)
 
 
 def test_overrides_are_typed():
     cfg = load_config("demo", ["data.image_size=96", "train.seeds=[0,1,2]", "train.lr=3e-4", "model.pretrained=true"])
     assert cfg.data.image_size == 96
-    assert cfg.train.seeds == [0, 1, 2]
+    assert cfg.train.seeds == (0, 1, 2)
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.model.pretrained is True
 
@@ -106,3 +112,67 @@ def test_denoiser_size_defaults_to_the_classifier_size():
     with pytest.raises(ConfigError, match=r"augment.image_size=100: must be divisible by 8.*takes data.image_size=100"):
         load_config(None, ["data.image_size=100"])
     assert load_config(None, ["data.image_size=100", "augment.enabled=false"]).data.image_size == 100
+
+
+def _sections(cfg):
+    return [getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+
+
+def test_lists_and_mappings_cannot_be_changed():
+    cfg = load_config("demo", ["phantom.counts={healthy: 5}"])
+    with pytest.raises(AttributeError):
+        cfg.model.names.append("resnet50")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        cfg.train.epochs_by_model["resnet18"] = 3  # type: ignore[index]
+    with pytest.raises(TypeError):
+        cfg.data.aliases["tumour"] = "glioma"  # type: ignore[index]
+    # Every list and dict of every section, however the section was built (YAML, override, the
+    # constructor, dataclasses.replace): a new list-valued key left mutable fails here.
+    built = [*_sections(cfg), *_sections(Config()), ModelConfig(names=["a", "b"]),
+             dataclasses.replace(cfg.train, epochs_by_model={"a": 2}, seeds=[0, 1])]
+    held = [getattr(s, f.name) for s in built for f in dataclasses.fields(s)]
+    assert not [v for v in held if isinstance(v, (list, dict, set))]
+    assert ModelConfig(names=["a", "b"]).names == ("a", "b")
+    assert isinstance(cfg.phantom.counts, types.MappingProxyType) and cfg.phantom.counts == {"healthy": 5}
+
+
+def test_plain_forms_are_lists_and_dicts():
+    cfg = load_config("demo", ["train.epochs_by_model={resnet18: 3}"])
+    plain = to_dict(cfg)
+    assert plain["model"]["names"] == list(cfg.model.names) and isinstance(plain["model"]["names"], list)
+    assert plain["train"]["epochs_by_model"] == {"resnet18": 3} and type(plain["train"]["epochs_by_model"]) is dict
+    assert yaml.safe_load(dump_yaml(cfg)) == plain  # safe_dump cannot write a tuple or a mappingproxy
+    plain["model"]["names"].append("x")  # a copy: the config is untouched
+    assert "x" not in cfg.model.names
+    # A read-only mapping hashes as the dict it holds (json's default=str would hash its repr).
+    assert config_hash(cfg.train.epochs_by_model) == config_hash({"resnet18": 3})
+    # replace() merges a mapping into train.epochs_by_model as it merged a dict
+    merged = replace(cfg, **{"train.epochs_by_model": load_config("demo").train.epochs_by_model})
+    assert merged.train.epochs_by_model == {"resnet18": 3, "efficientnet_es": 12}
+
+
+# Digests computed before configs were frozen (lists and dicts): freezing them must not change a
+# stage's cache key, or a finished run folder would recompute every stage. Change a digest only
+# with a deliberate change of configs/<name>.yaml, and say so in the commit.
+KEYS = {
+    "demo": {"config.yaml": "adf53c008c66e4d2", "augment": "935ffa6de93aa896", "strategies": "066a31e62caff3b5",
+             "evaluate": "ed0c3ed746e0cda4", "train": "77d9d9ee68faeaad", "train/resnet18": "ffd32318ba9dd03a",
+             "train/densenet121": "80ee01450e74b5b6", "train/efficientnet_es": "eecbc1f6fd7bb676",
+             "train/efficientformerv2_s0": "2c54d47b67472f9c"},
+    "smoke": {"config.yaml": "ebd56e94a849c6d4", "augment": "18029e2ca29338e3", "strategies": "69ff210a2f9fa39c",
+              "evaluate": "e8c1737596fe5fe6", "train": "b99c009f7bf8b630", "train/test_resnet": "3213bb00188213a0",
+              "train/test_vit": "377a45d4a03bb8bf"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_stage_keys_are_those_of_unfrozen_configs(name, tmp_path):
+    from medauc import stages
+    from medauc.classify.stage import stage_key as model_key
+
+    cfg = load_config(name)
+    keys = {"config.yaml": hashlib.sha256(dump_yaml(cfg).encode()).hexdigest()[:16]}
+    keys.update({s: stages.stage_key(stages.get(s), cfg, tmp_path) for s in ("augment", "strategies", "evaluate", "train")})
+    # one model's key: train.epochs_by_model (a mapping) replaced by its entry (demo: efficientnet_es)
+    keys.update({f"train/{m}": model_key(cfg, m, 0, "0" * 64) for m in cfg.model.names})
+    assert keys == KEYS[name]

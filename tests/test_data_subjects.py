@@ -22,8 +22,9 @@ from medauc.data.sources import SourceItem, discover
 from medauc.data.split import combine_groups, split_indices
 from medauc.data.subjects import assign_subjects, check_settings, read_groups_csv
 from medauc.errors import DataError
+from medauc.report.context import Context
 from medauc.report.document import Document, to_markdown
-from medauc.report.sections import Context, data_section
+from medauc.report.sections.data import data_section
 from medauc.runs import open_run
 from test_data_command import smooth
 
@@ -330,9 +331,9 @@ def test_given_layout_reports_patients_in_its_train_and_test_sets(tmp_path):
 
 
 def test_predictions_carry_the_subject_after_the_label(tmp_path):
-    from medauc.classify import train as tr
-    from medauc.classify.predict import predict_manifest
-    from medauc.evaluate.metrics import read_predictions
+    from medauc.classify.predict import predict_manifest, predictions_frame
+    from medauc.classify.stage import train_stage
+    from medauc.evaluate.predictions import read_predictions
     from test_classify_models import make_dataset
 
     manifest = make_dataset(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
@@ -340,7 +341,7 @@ def test_predictions_carry_the_subject_after_the_label(tmp_path):
     df["subject"] = [f"{i // 2:03d}" for i in range(len(df))]  # "000": must stay text
     df.to_csv(manifest, index=False)
     cfg = load_config("smoke", ["model.names=[test_resnet]", "train.epochs=1", "train.batch_size=8"])
-    result = tr.train_stage(cfg, tmp_path / "run", manifest)[0]
+    result = train_stage(cfg, tmp_path / "run", manifest)[0]
     truth = dict(zip(df["image_id"], df["subject"]))
     for split in ("val", "test"):
         pred = pd.read_csv(result["predictions"][split], dtype={"subject": str})
@@ -350,7 +351,7 @@ def test_predictions_carry_the_subject_after_the_label(tmp_path):
     out = predict_manifest(result["model_dir"], df[df["split"] == "test"], tmp_path / "p.csv")
     assert list(out.columns[:3]) == ["image_id", "label", "subject"]
     # without known patients the file has no subject column
-    plain = tr.predictions_frame(["a"], ["healthy"], __import__("torch").zeros(1, 2), ["healthy", "glioma"])
+    plain = predictions_frame(["a"], ["healthy"], __import__("torch").zeros(1, 2), ["healthy", "glioma"])
     assert list(plain.columns) == ["image_id", "label", "prob_healthy", "prob_glioma"]
 
 

@@ -8,7 +8,7 @@ from scipy.stats import norm
 
 from medauc.errors import EvaluationError
 from medauc.evaluate.bootstrap import bootstrap_weights, paired_p_value, percentile_interval, weight_chunks
-from medauc.evaluate.compare import holm
+from medauc.evaluate.paired import holm
 from medauc.evaluate.metrics import RankIndex, auc_from_groups
 
 

@@ -11,14 +11,8 @@ from sklearn.calibration import calibration_curve
 
 from medauc.errors import EvaluationError
 from medauc.evaluate import UndefinedMetricWarning
-from medauc.evaluate.metrics import (
-    MetricEngine,
-    ap_from_groups,
-    from_arrays,
-    point_metrics,
-    read_predictions,
-    screening_threshold,
-)
+from medauc.evaluate.metrics import MetricEngine, ap_from_groups, point_metrics, screening_threshold
+from medauc.evaluate.predictions import from_arrays, read_predictions
 from medauc.evaluate.prevalence import npv_at, ppv_at
 from medauc.evaluate.synthetic import CLASSES, simulate_probs, write_predictions
 

@@ -16,7 +16,8 @@ from medauc.errors import EvaluationError
 from medauc.evaluate import auc_ci, delong_test, evaluate_predictions
 from medauc.evaluate.bootstrap import cluster_weights, patient_strata, percentile_interval, weight_chunks
 from medauc.evaluate.delong import delong_variance
-from medauc.evaluate.metrics import from_arrays, read_predictions, weighted_auc
+from medauc.evaluate.metrics import weighted_auc
+from medauc.evaluate.predictions import from_arrays, read_predictions
 from medauc.evaluate.power import detectable_difference, images_for
 from medauc.evaluate.synthetic import simulate_run
 

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from medauc import cli, runs
+from medauc import cli, fileio, runs
 from medauc.config import load_config
-from medauc.errors import EvaluationError
+from medauc.errors import EvaluationError, RunFolderError
 from medauc.evaluate import compare_files, delong_test, evaluate_predictions, evaluate_stage
-from medauc.evaluate.compare import COMPARISON_FIELDS
-from medauc.evaluate.metrics import read_predictions
+from medauc.evaluate.paired import COMPARISON_FIELDS
+from medauc.evaluate.predictions import read_predictions
 from medauc.evaluate.synthetic import simulate_run
 
 MODELS = {"test_resnet": 1.6, "test_vit": 2.4, "test_effnet": 1.7}
@@ -138,7 +138,7 @@ def test_second_run_is_cached_and_changed_inputs_need_force(run, tmp_path):
     f = copy / "predictions/test_vit/0/test.csv"
     lines = f.read_text().splitlines()
     f.write_text("\n".join([lines[0], lines[2], lines[1]] + lines[3:]) + "\n")  # same rows, new bytes
-    with pytest.raises(runs.RunFolderError, match="--force"):
+    with pytest.raises(RunFolderError, match="--force"):
         evaluate_stage(cfg, copy)
     evaluate_stage(cfg, copy, force=True)
     assert (copy / "metrics.json").stat().st_mtime_ns != before
@@ -220,7 +220,7 @@ def test_class_absent_from_test_set_gives_null_not_a_crash(tmp_path):
     assert np.isnan(row["p_value"]) and row["significant"] is None  # no verdict: not assessable
     assert row["note"] == "not assessable: the metric is undefined for these data"
     run_dir = runs.open_run(tmp_path, cfg)
-    runs.write_json(run_dir / "m.json", result)  # nan is written as null
+    fileio.write_json(run_dir / "m.json", result)  # nan is written as null
     assert json.loads((run_dir / "m.json").read_text())["models"]["a"]["seeds"]["0"]["metrics"]["auc_macro"]["value"] is None
 
 
@@ -250,7 +250,7 @@ def test_compare_on_one_image_gives_no_verdict(tmp_path, capsys):
 
 def test_class_predicted_once_reports_undefined_share_warns_and_refuses_the_test(tmp_path):
     from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
-    from medauc.evaluate.delong import UndefinedMetricWarning
+    from medauc.errors import UndefinedMetricWarning
     from medauc.evaluate.synthetic import CLASSES, simulate_probs, write_predictions
 
     rng = np.random.default_rng(0)
@@ -275,7 +275,7 @@ def test_class_predicted_once_reports_undefined_share_warns_and_refuses_the_test
 
 
 def test_tiny_class_makes_only_its_comparisons_not_assessable(tmp_path):
-    from medauc.evaluate.compare import MIN_CASES
+    from medauc.evaluate.paired import MIN_CASES
 
     files = simulate_run(tmp_path, {"a": 2.5, "b": 0.5}, n_per_class=(40, 40, 40, MIN_CASES - 1), n_val_per_class=None)
     result = evaluate_predictions(files, load_config("smoke", ["evaluate.n_bootstrap=200"]))

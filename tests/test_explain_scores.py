@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medauc.explain import scores as sc
-from medauc.explain.stage import stratified_sample
+from medauc.explain.inputs import stratified_sample
 
 
 def _mask(shape, rows, cols):
@@ -113,13 +113,13 @@ def test_stratified_sample_keeps_class_shares():
 
 
 def test_panel_rows_mix_correct_and_misclassified():
-    from medauc.explain.stage import _select_panel_rows
+    from medauc.explain.panel_rows import select_panel_rows
 
     labels = np.array([0] * 10 + [1] * 10)
     wrong = np.zeros(20, bool)
     wrong[[1, 2, 3]] = True  # three misclassified in class 0, none in class 1
-    rows = _select_panel_rows(labels, wrong, 4, 2, np.random.default_rng(0))
+    rows = select_panel_rows(labels, wrong, 4, 2, np.random.default_rng(0))
     assert len(rows[0]) == 4 and wrong[rows[0]].sum() == 2 and not wrong[rows[0][:2]].any()
     assert len(rows[1]) == 4 and not wrong[rows[1]].any()
-    all_wrong = _select_panel_rows(labels, np.ones(20, bool), 3, 2, np.random.default_rng(0))
+    all_wrong = select_panel_rows(labels, np.ones(20, bool), 3, 2, np.random.default_rng(0))
     assert len(all_wrong[0]) == 3  # filled up with misclassified ones when nothing is correct

@@ -17,7 +17,7 @@ import timm
 import torch
 from PIL import Image
 
-from medauc import runs
+from medauc import fileio, runs
 from medauc.config import load_config, replace
 from medauc.errors import DataError, ModelError
 
@@ -96,7 +96,7 @@ def _make_run(tmp_path, cfg):
         (run / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(run / path)
         rows.append({"image_id": f"{i:03d}", "path": path, "label": label, "split": "test" if i < 16 else "train", "mask_path": mask_path})
-    runs.write_csv(run / "manifest.csv", rows)
+    fileio.write_csv(run / "manifest.csv", rows)
     for name in cfg.model.names:
         d = run / "train" / name / "0"
         d.mkdir(parents=True)
@@ -134,7 +134,7 @@ def test_stage_writes_scores_and_panels_and_caches(tmp_path, stand_ins, monkeypa
 
 def test_other_inputs_need_force(tmp_path, stand_ins):
     from medauc.explain import stage
-    from medauc.runs import RunFolderError
+    from medauc.errors import RunFolderError
 
     cfg = _cfg(**{"model.names": ["test_resnet"], "explain.sanity_check": False, "explain.per_class": 0})
     run = _make_run(tmp_path, cfg)

@@ -10,7 +10,8 @@ import timm
 import torch
 
 from medauc.config import load_config, replace
-from medauc.explain.stage import ExplainModel, explain_models
+from medauc.explain.passes import ExplainModel
+from medauc.explain.stage import explain_models
 
 SIZE, SIDE = 32, 6
 

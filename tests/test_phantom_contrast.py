@@ -7,7 +7,9 @@ import pytest
 
 from medauc.config import PhantomConfig, load_config, replace
 from medauc.data.phantom.anatomy import load_anatomy
-from medauc.data.phantom.generate import _validate, phantom_key, render_subject
+from medauc.data.phantom.cache import phantom_key
+from medauc.data.phantom.design import check_config
+from medauc.data.phantom.render import render_subject
 from medauc.errors import DataError
 
 BASE = PhantomConfig(n=8, size=64, workers=1, subtle_fraction=0.0)
@@ -47,4 +49,4 @@ def test_contrast_enters_the_cache_key_and_bad_values_are_refused():
     cfg = load_config("demo")
     assert phantom_key(cfg) != phantom_key(replace(cfg, **{"phantom.lesion_contrast": cfg.phantom.lesion_contrast + 0.5}))
     with pytest.raises(DataError, match="lesion_contrast"):
-        _validate(replace(BASE, lesion_contrast=0.0))
+        check_config(replace(BASE, lesion_contrast=0.0))

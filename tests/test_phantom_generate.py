@@ -14,7 +14,8 @@ from scipy import ndimage as ndi
 from medauc.config import PhantomConfig, load_config, replace
 from medauc.data.phantom import CLASSES, class_counts, ensure_phantom, generate_phantom
 from medauc.data.phantom.anatomy import load_anatomy
-from medauc.data.phantom.generate import plan, render_subject
+from medauc.data.phantom.design import plan
+from medauc.data.phantom.render import render_subject
 from medauc.errors import DataError
 
 SMALL = PhantomConfig(n=16, size=80, workers=1)
@@ -154,6 +155,16 @@ def test_ensure_phantom_caches_and_never_leaves_half_a_folder(tmp_path):
     assert other != first and other.name.startswith("phantom-")
 
 
+def test_cache_keys_of_the_shipped_configs_stay_put():
+    # Pinned so that a change to what the key is made of (a moved PHANTOM_VERSION, a config field
+    # added without its old-default exception, lists stored as tuples) cannot silently orphan every
+    # cached phantom. MNI152: the "auto" anatomy depends on what the machine has installed.
+    from medauc.data.phantom import phantom_key
+
+    keys = {name: phantom_key(replace(load_config(name), **{"phantom.anatomy": "mni152"})) for name in ("smoke", "demo", "study")}
+    assert keys == {"smoke": "1f1694d1917b1d35", "demo": "9153973796a84887", "study": "452715254fe6fbce"}
+
+
 _GENERATE = """
 import sys
 from medauc.config import PhantomConfig, load_config, replace
@@ -195,7 +206,7 @@ def test_kill_9_leaves_no_workers_and_the_next_run_removes_the_temp_folder(tmp_p
     import sys
     import time
 
-    from medauc.data.phantom.generate import remove_stale_temps
+    from medauc.data.phantom.cache import remove_stale_temps
 
     proc = subprocess.Popen([sys.executable, "-c", _GENERATE, str(tmp_path)])
     try:

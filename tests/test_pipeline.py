@@ -5,7 +5,8 @@ import json
 import pytest
 
 from medauc.cli import main
-from medauc.runs import read_json, stage_record
+from medauc.fileio import read_json
+from medauc.records import stage_record
 
 
 @pytest.fixture(scope="module")

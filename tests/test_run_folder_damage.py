@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from medauc import cli
-from medauc.runs import stage_record
+from medauc.records import stage_record
 
 CLASSES = ["healthy", "glioma", "meningioma"]
 ARGS = ["--config", "smoke", "data.workers=1", "data.shortcut_audit=false", "model.names=[test_resnet]",

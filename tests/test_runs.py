@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 
 from medauc.config import Config, load_config
-from medauc.runs import (
-    RunFolderError,
-    atomic_path,
-    check_stage,
-    mark_stage,
-    open_run,
-    read_json,
-    seed_everything,
-    stage_is_done,
-    write_json,
-)
+from medauc.errors import RunFolderError
+from medauc.fileio import atomic_path, read_json, write_json
+from medauc.records import check_stage, mark_stage, stage_is_done
+from medauc.reproducibility import seed_everything
+from medauc.runs import open_run
 
 
 def test_open_run_writes_config_and_environment(tmp_path):

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from medauc import runs, stages
+from medauc import fileio, lock, stages
 from medauc.config import Config, config_hash, load_config, replace
-from medauc.runs import RunFolderError, read_json, stage_record, write_text
+from medauc.errors import RunFolderError
+from medauc.fileio import read_json, write_text
+from medauc.records import stage_record
 
 CALLS: list[str] = []
 
@@ -58,7 +60,7 @@ def test_a_finished_stage_is_skipped_and_its_record_lists_its_files(toy_run):
     assert stages.run("toy", Config(), toy_run) == toy_run / "toy" / "a.txt"  # skipped: its result file
     assert CALLS == ["toy"]
     rec = stage_record(toy_run, "toy")
-    assert rec["files"] == {"toy/a.txt": runs.file_sha256(toy_run / "toy/a.txt"), "toy/b.txt": runs.file_sha256(toy_run / "toy/b.txt")}
+    assert rec["files"] == {"toy/a.txt": fileio.file_sha256(toy_run / "toy/a.txt"), "toy/b.txt": fileio.file_sha256(toy_run / "toy/b.txt")}
 
 
 def test_a_relative_run_folder_records_paths_inside_it(toy_run, monkeypatch):
@@ -126,7 +128,7 @@ def test_a_reader_refuses_damaged_upstream_files_naming_the_file_and_the_fix(toy
 
 def test_a_record_from_before_file_lists_is_trusted_once_then_checked(toy_run):
     rec = stage_record(toy_run, "toy")
-    runs.write_json(toy_run / ".medauc/stages/toy.json", {k: v for k, v in rec.items() if k != "files"})
+    fileio.write_json(toy_run / ".medauc/stages/toy.json", {k: v for k, v in rec.items() if k != "files"})
     assert stages.run("toy", Config(), toy_run) == toy_run / "toy" / "a.txt"  # an old run folder stays cached
     assert stage_record(toy_run, "toy")["files"] == rec["files"]
     assert CALLS == ["toy"]
@@ -151,7 +153,7 @@ def _perturbed(cfg: Config, key: str) -> Config:
     section, _, name = key.partition(".")
     old = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
     new = (not old) if isinstance(old, bool) else old + 1 if isinstance(old, int) else old / 2 if isinstance(old, float) \
-        else ["x"] if isinstance(old, list) else old + "x"
+        else ["x"] if isinstance(old, tuple) else old + "x"
     return replace(cfg, **{key: new})
 
 
@@ -178,7 +180,7 @@ def test_keys_are_those_of_before_the_registry(tmp_path):
     cfg = load_config("smoke")
     write_text(tmp_path / "manifest.csv", "image_id,label\n")
     write_text(tmp_path / "augment" / "manifest.csv", "image_id,label,augmentation\n")
-    sha, aug = runs.file_sha256(tmp_path / "manifest.csv"), runs.file_sha256(tmp_path / "augment" / "manifest.csv")
+    sha, aug = fileio.file_sha256(tmp_path / "manifest.csv"), fileio.file_sha256(tmp_path / "augment" / "manifest.csv")
     assert stages.stage_key(stages.get("augment"), cfg, tmp_path) == config_hash(
         cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level, sha)
     model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "names"}
@@ -211,7 +213,7 @@ def test_every_declared_function_and_command_exists():
 
 _HOLD = """
 import sys, time
-from medauc.runs import lock_run
+from medauc.lock import lock_run
 lock_run(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)
@@ -221,14 +223,14 @@ time.sleep(120)
 def test_a_second_process_is_refused_at_once_naming_the_folder_and_the_holder(tmp_path):
     # The issue's race: `medauc run ... --out X &` then the same command; the second must not touch X.
     out = tmp_path / "run"
-    runs.lock_run(out)
+    lock.lock_run(out)
     try:
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "medauc", "run", "--config", "smoke", "--out", str(out)],
                              capture_output=True, text=True, timeout=120)
         seconds = time.perf_counter() - t0
     finally:
-        runs.release_run(out)
+        lock.release_run(out)
     assert res.returncode == 2, res.stderr
     assert f"medauc run: error: {out} is in use by process {os.getpid()} on " in res.stderr
     assert "wait for it to finish, or choose another --out" in res.stderr
@@ -242,18 +244,18 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_log_line(tmp_path, ca
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunFolderError, match=rf"is in use by process {holder.pid} on "):
-            runs.lock_run(out)
+            lock.lock_run(out)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     with caplog.at_level(logging.WARNING):
-        runs.lock_run(out)  # the kernel dropped the dead process's lock; its note is left
+        lock.lock_run(out)  # the kernel dropped the dead process's lock; its note is left
     try:
         assert f"taking over the lock left by process {holder.pid} on " in caplog.text
-        assert read_json(out / runs.LOCK_FILE)["pid"] == os.getpid()
+        assert read_json(out / lock.LOCK_FILE)["pid"] == os.getpid()
     finally:
-        runs.release_run(out)
-    assert (out / runs.LOCK_FILE).read_text() == ""  # a clean release leaves nothing to take over
+        lock.release_run(out)
+    assert (out / lock.LOCK_FILE).read_text() == ""  # a clean release leaves nothing to take over
 
 
 def test_the_lock_is_held_while_a_stage_runs_and_given_back_after(toy_run, monkeypatch):
@@ -261,14 +263,14 @@ def test_the_lock_is_held_while_a_stage_runs_and_given_back_after(toy_run, monke
     plain = toy
 
     def peek(cfg, run_dir):
-        seen.append(read_json(run_dir / runs.LOCK_FILE)["pid"])
+        seen.append(read_json(run_dir / lock.LOCK_FILE)["pid"])
         return plain(cfg, run_dir)
 
     monkeypatch.setattr(sys.modules[__name__], "toy", peek)
     write_text(toy_run / "input.txt", "two\n")
     stages.run("toy", Config(), toy_run, force=True)
     assert seen == [os.getpid()]
-    assert (toy_run / runs.LOCK_FILE).read_text() == ""
+    assert (toy_run / lock.LOCK_FILE).read_text() == ""
 
 
 def test_remove_tree_accepts_entries_already_gone(tmp_path, monkeypatch):
@@ -283,7 +285,7 @@ def test_remove_tree_accepts_entries_already_gone(tmp_path, monkeypatch):
         raise FileNotFoundError(2, "No such file or directory", str(path))
 
     monkeypatch.setattr(os, "unlink", racing_unlink)
-    runs.remove_tree(tmp_path / "gen")
+    fileio.remove_tree(tmp_path / "gen")
     monkeypatch.undo()
     assert not (tmp_path / "gen").exists()
-    runs.remove_tree(tmp_path / "gen")  # already gone: fine
+    fileio.remove_tree(tmp_path / "gen")  # already gone: fine

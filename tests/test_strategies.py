@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medauc import runs
+from medauc import fileio, records
 from medauc.augment.command import augment_stage
 from medauc.strategies.stage import classic_augment, strategies_stage, strategy_inputs
 from medauc.data.manifest import read_manifest
@@ -31,7 +31,7 @@ def test_classic_augment_is_seeded_and_stays_an_image():
 
 
 def fake_train_stage(cfg, run_dir, manifest_path=None, out_dir=None, models=None, extra_sets=None, force=False):
-    """Stand-in for medauc.classify.train.train_stage: writes plausible predictions files, trains nothing.
+    """Stand-in for medauc.classify.stage.train_stage: writes plausible predictions files, trains nothing.
 
     The "restoration" model calls restored images healthy (the shortcut check e must see it).
     """
@@ -66,7 +66,7 @@ def strategy_run(tmp_path_factory):
     cfg = tiny_config(**{"augment.sigmas": [0.1, 0.3], "augment.multiple": 3.0, "train.seeds": [0, 1]})
     augment_stage(cfg, run_dir, progress=False)
     mp = pytest.MonkeyPatch()
-    mp.setattr("medauc.classify.train.train_stage", fake_train_stage)
+    mp.setattr("medauc.classify.stage.train_stage", fake_train_stage)
     table = strategies_stage(cfg, run_dir, progress=False)
     yield run_dir, cfg, table
     mp.undo()
@@ -135,16 +135,16 @@ def test_rerun_skips_and_main_run_model_is_reused(strategy_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("must not train again")
 
-    monkeypatch.setattr("medauc.classify.train.train_stage", boom)
+    monkeypatch.setattr("medauc.classify.stage.train_stage", boom)
     assert strategies_stage(cfg, run_dir, progress=False)["rows"] == table["rows"]
     # when the main run trained strategy_model on the same augmented manifest, it is reused
-    from medauc.classify.train import safe_name, stage_key
+    from medauc.classify.stage import safe_name, stage_key
     from medauc.config import replace
 
     plain = replace(cfg, **{"train.imbalance": "none"})
-    sha = runs.file_sha256(run_dir / "augment" / "manifest.csv")
+    sha = fileio.file_sha256(run_dir / "augment" / "manifest.csv")
     for seed in cfg.train.seeds:
-        runs.mark_stage(run_dir, f"train/{safe_name(cfg.augment.strategy_model)}/{seed}", stage_key(plain, cfg.augment.strategy_model, seed, sha))
+        records.mark_stage(run_dir, f"train/{safe_name(cfg.augment.strategy_model)}/{seed}", stage_key(plain, cfg.augment.strategy_model, seed, sha))
     manifest = read_manifest(run_dir / "manifest.csv")
     augmented = read_manifest(run_dir / "augment" / "manifest.csv")
     _, path, out_dir = strategy_inputs("restoration", cfg, run_dir, manifest, augmented, progress=False)

@@ -59,12 +59,13 @@ def test_every_command_refuses_before_any_stage(tmp_path, capsys, command):
 def test_choices_mirror_the_stages():
     from medauc.strategies.stage import STRATEGIES
     from medauc.classify import train
+    from medauc.device import AMP_DTYPES
     from medauc.explain.cam import METHODS
 
     assert CHOICES["augment.strategies"] == STRATEGIES
     assert CHOICES["explain.methods"] == tuple(METHODS)
     assert CHOICES["train.imbalance"] == train.IMBALANCE and CHOICES["train.optimizer"] == train.OPTIMIZERS
-    assert CHOICES["train.schedule"] == train.SCHEDULES and CHOICES["train.amp_dtype"] == train.AMP_DTYPES
+    assert CHOICES["train.schedule"] == train.SCHEDULES and CHOICES["train.amp_dtype"] == AMP_DTYPES
 
 
 def test_shipped_timm_names_equal_the_installed_timm_and_need_no_torch(monkeypatch):

@@ -98,7 +98,8 @@ def _early_config_error(command: str, argv: list[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     from medauc.config import ConfigError
     from medauc.errors import MedaucError
-    from medauc.runs import RunFolderError, release_all
+    from medauc.errors import RunFolderError
+    from medauc.lock import release_all
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), "")

@@ -3,7 +3,8 @@
 Resolution order (later wins): dataclass defaults -> ``configs/<name>.yaml`` (or a path) ->
 command-line overrides such as ``data.image_size=96`` or ``train.seeds=[0,1,2]``.
 An unknown key or a value of the wrong type raises :class:`ConfigError` naming the valid keys
-or the expected type.
+or the expected type. Lists and mappings are held as tuples and read-only mappings
+(:mod:`medauc.config_types`); :func:`to_dict` gives them back as plain lists and dicts.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from medauc.errors import MedaucError
+from medauc.config_types import Frozen, build, to_plain
+from medauc.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(MedaucError, ValueError):
-    """A configuration file or override is invalid; the message says which key and how to fix it."""
 
 
 def _kaggle_aliases() -> dict[str, str]:
@@ -43,13 +40,13 @@ def _kaggle_aliases() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Frozen):
     """Where the images come from and how they are split."""
 
     source: str = "phantom"  # "phantom" (built-in synthetic MRI) or "folder"
     path: str = ""  # folder-per-class root when source == "folder"
-    classes: list[str] = field(default_factory=lambda: ["healthy", "glioma", "meningioma", "pituitary"])  # class names, in the order of the prob_ columns; [] = the folders found
-    aliases: dict[str, str] = field(default_factory=_kaggle_aliases)  # folder name -> class name (case-insensitive), e.g. notumor -> healthy
+    classes: tuple[str, ...] = ("healthy", "glioma", "meningioma", "pituitary")  # class names, in the order of the prob_ columns; [] = the folders found
+    aliases: Mapping[str, str] = field(default_factory=_kaggle_aliases)  # folder name -> class name (case-insensitive), e.g. notumor -> healthy
     negative_class: str = "healthy"  # screening view: every other class is "positive"
     split: str = "random"  # "random" (stratified, seeded) or "given" (Training/ and Testing/ folders)
     group_pattern: str = ""  # regular expression with one capture group naming each image's patient, searched in its path relative to data.path, e.g. '(sub-\d+)'; "" = none
@@ -61,22 +58,22 @@ class DataConfig:
     shortcut_audit: bool = True  # train a metadata-only classifier to detect acquisition shortcuts
     workers: int = 2  # processes used to read and hash images
     dicom_frames: str = "first"  # multi-frame DICOM files: "first" frame only, or "all" (each frame an image)
-    window: str | list[float] = "dicom"  # DICOM/NIfTI values to grey levels: "dicom" (the file's window: Window Center/Width, NIfTI cal_min/cal_max; else percentile), "percentile" (0.5-99.5%), or [low, high]
+    window: str | tuple[float, ...] = "dicom"  # DICOM/NIfTI values to grey levels: "dicom" (the file's window: Window Center/Width, NIfTI cal_min/cal_max; else percentile), "percentile" (0.5-99.5%), or [low, high]
     volume_axis: int = 2  # NIfTI slicing axis after reorientation to RAS+: 0 sagittal, 1 coronal, 2 axial
     slices: str = "all"  # NIfTI slices taken: "all", "middle:K" (the K central ones) or "mask" (those whose segmentation has tissue)
     mask_pattern: str = "_seg.nii.gz"  # file-name ending of NIfTI segmentations: the lesion masks of the volumes next to them; "" = none
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
+class PhantomConfig(Frozen):
     """The built-in synthetic brain-MRI data set (used when data.source == "phantom")."""
 
     n: int = 2000  # number of images
     size: int = 256  # image side in px
     # Per-class counts; empty = the Kaggle rm1000 proportions (2000/1621/1645/1757) scaled to n.
-    counts: dict[str, int] = field(default_factory=dict)  # per-class counts; {} = Kaggle proportions scaled to n
-    planes: list[str] = field(default_factory=lambda: ["axial", "coronal", "sagittal"])  # slice orientations drawn
-    slices_per_subject: list[int] = field(default_factory=lambda: [4, 8])  # [fewest, most] nearby slices per virtual subject (uniform; a class's last subject takes the rest); [1, 1] = one image per subject
+    counts: Mapping[str, int] = field(default_factory=dict)  # per-class counts; {} = Kaggle proportions scaled to n
+    planes: tuple[str, ...] = ("axial", "coronal", "sagittal")  # slice orientations drawn
+    slices_per_subject: tuple[int, ...] = (4, 8)  # [fewest, most] nearby slices per virtual subject (uniform; a class's last subject takes the rest); [1, 1] = one image per subject
     subtle_fraction: float = 0.15  # share of tumours that are small and low-contrast
     lesion_contrast: float = 1.0  # scales each tumour's intensity difference from white matter (1 = as drawn)
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
@@ -85,10 +82,10 @@ class PhantomConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Frozen):
     """Which classifiers, by timm name, and where their weights come from."""
 
-    names: list[str] = field(default_factory=lambda: ["resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224"])  # timm model names; each is trained and compared
+    names: tuple[str, ...] = ("resnet18", "densenet121", "efficientnet_b0", "vit_base_patch16_224")  # timm model names; each is trained and compared
     pretrained: bool = False  # timm's own download (needs the internet)
     weights: str = ""  # local weights: a file (one model) or a folder of <model name>.safetensors/.pth
     in_chans: int = 1  # 1 = grayscale stem; 3 = replicate the channel for a pretrained RGB stem
@@ -96,11 +93,11 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Frozen):
     """The study's protocol, every part configurable."""
 
     epochs: int = 10  # at most this many epochs
-    epochs_by_model: dict[str, int] = field(default_factory=dict)  # {timm name: epochs} for models that need another count than train.epochs
+    epochs_by_model: Mapping[str, int] = field(default_factory=dict)  # {timm name: epochs} for models that need another count than train.epochs
     batch_size: int = 32  # images per step (total over all processes under torchrun)
     lr: float = 1e-4  # learning rate (the peak under schedule onecycle)
     weight_decay: float = 1e-4  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)
@@ -111,7 +108,7 @@ class TrainConfig:
     monitor: str = "val"  # "val" (default) or "test" (the study's leaky protocol, warned)
     hflip: bool = True  # random horizontal flip (brain MRI is roughly left-right symmetric)
     imbalance: str = "none"  # "none", "weighted_loss", "balanced_sampler"
-    seeds: list[int] = field(default_factory=lambda: [0])  # each model is trained once per seed
+    seeds: tuple[int, ...] = (0,)  # each model is trained once per seed
     amp: bool = True  # mixed-precision autocast on CUDA (CPU training stays float32)
     amp_dtype: str = "auto"  # "auto" (bf16 where the GPU supports it, else fp16 with loss scaling), "bf16", "fp16"
     channels_last: bool = True  # channels-last memory format (faster for CNNs on CPU and GPU)
@@ -128,17 +125,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Frozen):
     """Restoration-based augmentation of the negative (healthy) class."""
 
     enabled: bool = True  # train the classifiers of Table 1 on the augmented set
-    sigmas: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])  # Gaussian noise levels on [0, 1] images
+    sigmas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)  # Gaussian noise levels on [0, 1] images
     target: str = "multiple"  # "multiple", "count" or "share"
     multiple: float = 6.0  # healthy train images become this many times the original (study: 6x)
     count: int = 0  # target 'count': healthy training images after augmentation
     share: float = 0.0  # target 'share': healthy share of the training set after augmentation
     image_size: int = 0  # denoiser and generated-image size in px; 0 = data.image_size (another size makes generated images differ from real ones in resampling, a shortcut: warned)
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # U-Net channels per level
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # U-Net channels per level
     epochs: int = 20  # denoiser training epochs
     batch_size: int = 16  # denoiser batch size
     lr: float = 1e-3  # denoiser Adam learning rate
@@ -150,21 +147,20 @@ class AugmentConfig:
     lr_schedule: str = "cosine"  # denoiser learning rate: "cosine" (decays to 0 over training) or "constant"
     num_res_units: int = 0  # residual units per U-Net level (MONAI UNet)
     patch_size: int = 0  # train the denoiser on random crops of this many px (0 = whole images)
-    strategies: list[str] = field(  # imbalance strategies compared in Table 2
-        default_factory=lambda: ["balanced", "restoration", "duplicate", "classic", "weighted_loss"]
-    )
+    strategies: tuple[str, ...] = (  # imbalance strategies compared in Table 2
+        "balanced", "restoration", "duplicate", "classic", "weighted_loss")
     strategy_model: str = "efficientnet_b0"  # the timm model trained under each strategy
     near_copy_threshold: float = 0.98  # SSIM to the source above which a generated image is a near-copy
     num_threads: int = 1  # CPU threads for the denoiser (0 = torch default); its small convolutions run fastest on one
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Frozen):
     """Statistics: intervals, tests and prevalence."""
 
     n_bootstrap: int = 2000  # stratified bootstrap resamples for every CI
     level: float = 0.95  # confidence level of intervals and tests
-    prevalences: list[float] = field(default_factory=lambda: [1e-4, 1e-2])  # clinical prevalences for PPV/NPV (the study planned 1 in 10,000)
+    prevalences: tuple[float, ...] = (1e-4, 1e-2)  # clinical prevalences for PPV/NPV (the study planned 1 in 10,000)
     target_sensitivity: float = 0.99  # operating point: chosen on validation for at least this sensitivity
     calibration_bins: int = 15  # equal-mass bins for ECE and reliability curves
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
@@ -173,10 +169,10 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(Frozen):
     """Grad-CAM and its localisation scores."""
 
-    methods: list[str] = field(default_factory=lambda: ["gradcam"])  # gradcam, gradcampp, scorecam
+    methods: tuple[str, ...] = ("gradcam",)  # gradcam, gradcampp, scorecam
     per_class: int = 4  # panels per class (correct and misclassified cases)
     max_images: int = 400  # test images scored per model
     batch_size: int = 16  # images per CAM batch
@@ -187,9 +183,11 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Frozen):
+    """The report's title and the files it is written as."""
+
     title: str = "medauc report"  # report title
-    formats: list[str] = field(default_factory=lambda: ["html", "md", "json"])  # html, md, json
+    formats: tuple[str, ...] = ("html", "md", "json")  # html, md, json
 
 
 @dataclass(frozen=True)
@@ -206,92 +204,13 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
-# ----------------------------------------------------------------------------- type checking
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` as type ``tp`` or raise ConfigError naming ``key`` and the expected type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            if arg is type(None) and value is None:
-                return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                pass
-        raise bad
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-4" (no dot) as a string: accept any text Python reads as a number.
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    raise bad  # pragma: no cover - every field type is handled above
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} ({where}); valid keys: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name}: expected a mapping of {sorted(f.name for f in dataclasses.fields(tp))}, got {value!r}")
-            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, tp, f"{prefix}{name}")
-    return cls(**kwargs)
+# ----------------------------------------------------------------------------- building and loading
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("aliases", "counts"):
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k not in ("aliases", "counts"):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = v
@@ -299,13 +218,13 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict of a config (or one section)."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of a config (or one section): lists and dicts, as YAML and JSON write them."""
+    return to_plain(cfg)
 
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from a (possibly partial) nested dict."""
-    return _build(Config, values, "")
+    return build(Config, values, "")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -392,7 +311,10 @@ def config_hash(*parts: Any) -> str:
     def plain(x: Any) -> Any:
         return to_dict(x) if dataclasses.is_dataclass(x) else x
 
-    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    def unknown(x: Any) -> Any:  # a read-only mapping hashes as the dict it holds; anything else as before
+        return dict(x) if isinstance(x, Mapping) else str(x)
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=unknown)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -409,4 +331,4 @@ def replace(cfg: Any, **changes: Any) -> Any:
     for section, sub in nested.items():
         flat[section] = replace(getattr(cfg, section), **sub)
     d = _deep_merge(to_dict(cfg), {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()})
-    return _build(type(cfg), d, "")
+    return build(type(cfg), d, "")

@@ -11,8 +11,8 @@ import inspect
 import re
 import typing
 
-from medauc import config as config_module
-from medauc.config import Config
+from medauc.config import Config, to_dict
+from medauc.config_types import type_name
 
 _FIELD = re.compile(r"^\s+(\w+):\s*([^=#]+?)\s*=\s*(.+?)\s*(?:#\s*(.*))?$")
 
@@ -35,16 +35,16 @@ def rows() -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(Config):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            section = getattr(defaults, f.name)
+            section = to_dict(getattr(defaults, f.name))  # defaults as YAML writes them: lists, dicts
             comments = _comments(tp)
             sub_hints = typing.get_type_hints(tp)
             doc = (tp.__doc__ or "").strip().splitlines()[0] if tp.__doc__ else ""
             out.append((f"**{f.name}**", "section", "", doc))
             for g in dataclasses.fields(tp):
-                out.append((f"{f.name}.{g.name}", config_module._type_name(sub_hints[g.name]),
-                            repr(getattr(section, g.name)), comments.get(g.name, "")))
+                out.append((f"{f.name}.{g.name}", type_name(sub_hints[g.name]),
+                            repr(section[g.name]), comments.get(g.name, "")))
         else:
-            out.append((f.name, config_module._type_name(tp), repr(getattr(defaults, f.name)), top.get(f.name, "")))
+            out.append((f.name, type_name(tp), repr(getattr(defaults, f.name)), top.get(f.name, "")))
     return out
 
 

@@ -5,6 +5,14 @@ class MedaucError(Exception):
     """Base class: a user-facing error. The CLI prints its message and exits with status 2."""
 
 
+class ConfigError(MedaucError, ValueError):
+    """A configuration file or override is invalid; the message says which key and how to fix it."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked; the message says why and what to do."""
+
+
 class DataError(MedaucError):
     """A data set, file or manifest cannot be used as given."""
 
@@ -15,3 +23,7 @@ class ModelError(MedaucError):
 
 class EvaluationError(MedaucError, ValueError):
     """Predictions or labels cannot be evaluated as given."""
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric is undefined for the data given (for example an AUC with no negatives); it is nan."""

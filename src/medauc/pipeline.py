@@ -17,7 +17,8 @@ from typing import Any
 
 from medauc import stages
 from medauc.config import Config
-from medauc.runs import open_run, read_json, write_json
+from medauc.fileio import read_json, write_json
+from medauc.runs import open_run
 
 
 def phantom_step(cfg: Config, run_dir: Path) -> Path:

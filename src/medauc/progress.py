@@ -3,6 +3,7 @@
 On a terminal, :func:`progress_bar` is a plain tqdm bar. When stderr is not a terminal (CI, ``> log``),
 tqdm would write one carriage-return line per refresh; there the bar is silent and two plain log
 lines say when the work started and how long it took instead. Every stage's bars go through here.
+:class:`Timer` measures a block's seconds.
 """
 
 from __future__ import annotations
@@ -54,3 +55,15 @@ class Progress(tqdm):
 def progress_bar(*args: Any, **kwargs: Any) -> Progress:
     """``tqdm(...)`` with the same arguments, plain log lines when stderr is not a terminal."""
     return Progress(*args, **kwargs)
+
+
+class Timer:
+    """``with Timer() as t: ...; t.seconds``"""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -19,7 +19,7 @@ CLI's sub-commands, ``medauc run``, ``--force`` and the report's reproducibility
 
 The record is written only after the function returned, so it never vouches for a half-written
 stage. A stage's own parts (one model of the training stage, the classic strategy's images) keep
-their own records through :func:`medauc.runs.check_stage`, which verifies files the same way.
+their own records through :func:`medauc.records.check_stage`, which verifies files the same way.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medauc import runs
+from medauc import fileio, lock, records
 from medauc.config import Config, config_hash, to_dict
+from medauc.errors import RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "train", "train classifiers (any timm model) and write predictions files",
-        function="medauc.classify.train:train_stage", command="medauc.classify.command",
+        function="medauc.classify.stage:train_stage", command="medauc.classify.command",
         config=("model", "train", "-train.num_threads", "-train.device", "data.image_size", "data.classes"),
         inputs=("manifest.csv", "augment/manifest.csv"),
         also="each model and seed also keeps its own record (train/<model>/<seed>), so a changed input "
@@ -203,7 +204,9 @@ def report_code(cfg: Config, run_dir: Path) -> list[list[str]]:
     without importing it, so a skipped report loads no matplotlib."""
     spec = importlib.util.find_spec("medauc.report")
     folder = Path(next(iter(spec.submodule_search_locations or [])))
-    return [[runs.file_sha256(p) for p in sorted(folder.glob("*.py"))]]
+    # The answers' sentences and the number formats are written beside the package, not in it.
+    files = sorted(folder.rglob("*.py")) + [folder.parent / "answers.py", folder.parent / "formatting.py"]
+    return [[fileio.file_sha256(p) for p in files]]
 
 
 def _folder(model: str) -> str:
@@ -241,9 +244,9 @@ def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict
     for pattern in patterns:
         for f in _fill(pattern, cfg):
             if _is_glob(f):
-                out.update({str(p.relative_to(run_dir)): runs.file_sha256(p) for p in sorted(run_dir.glob(f)) if p.is_file()})
+                out.update({str(p.relative_to(run_dir)): fileio.file_sha256(p) for p in sorted(run_dir.glob(f)) if p.is_file()})
             else:
-                out[f] = runs.file_sha256(run_dir / f) if (run_dir / f).is_file() else None
+                out[f] = fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None
     return out
 
 
@@ -258,7 +261,7 @@ def _config_value(cfg: Config, path: str, drop: list[str]) -> Any:
 
 def _option_part(value: Any) -> Any:
     if isinstance(value, os.PathLike) or (isinstance(value, str) and Path(value).is_file()):
-        return [str(value), runs.file_sha256(value) if Path(value).is_file() else None]
+        return [str(value), fileio.file_sha256(value) if Path(value).is_file() else None]
     return value
 
 
@@ -278,7 +281,7 @@ def stage_key(stage: Stage, cfg: Config, run_dir: Path, options: dict[str, Any] 
     patterns = tuple(f for f in stage.inputs if _is_glob(f) or "{" in f)
     for f in stage.inputs:
         if f not in patterns:
-            parts.append(runs.file_sha256(run_dir / f) if (run_dir / f).is_file() else None)
+            parts.append(fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None)
     if patterns:
         parts.append(_input_hashes(patterns, cfg, run_dir))
     return config_hash(*parts)
@@ -306,7 +309,7 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _damage_text(damage: list[runs.Damage], run_dir: Path) -> str:
+def _damage_text(damage: list[records.Damage], run_dir: Path) -> str:
     more = f" (and {len(damage) - 1} more file(s))" if len(damage) > 1 else ""
     return damage[0].text(run_dir) + more
 
@@ -321,13 +324,13 @@ def check_needs(stage: Stage, cfg: Config, run_dir: Path, verified: set[tuple[Pa
         token = (run_dir.resolve(), name)
         if not need.when(cfg) or (verified is not None and token in verified):
             continue
-        rec = runs.stage_record(run_dir, name)
-        damage = runs.record_damage(run_dir, rec) if rec else []
+        rec = records.stage_record(run_dir, name)
+        damage = records.record_damage(run_dir, rec) if rec else []
         if damage:
             changed = any(d.kind == "changed" for d in damage)
             how = (f"run `medauc {name} --force --out {run_dir}` to rebuild it (the file is replaced), or put the original back"
                    if changed else f"run `medauc {name} --out {run_dir}` to rebuild it")
-            raise runs.RunFolderError(f"{_damage_text(damage, run_dir)}; stage {name!r} wrote it and {stage.name} reads it: {how}")
+            raise RunFolderError(f"{_damage_text(damage, run_dir)}; stage {name!r} wrote it and {stage.name} reads it: {how}")
         if verified is not None:
             verified.add(token)
 
@@ -339,7 +342,7 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
     ``options`` go to the stage's function (e.g. ``progress``, ``models``); ``verified`` collects the
     stages already checked in this pipeline run, so that none is hashed twice. Returns the
     function's result, or the stage's ``result`` file read back when it is skipped (None if it has
-    none). Raises :class:`medauc.runs.RunFolderError` as the module docstring says.
+    none). Raises :class:`medauc.errors.RunFolderError` as the module docstring says.
     """
     stage = get(name)
     run_dir = Path(run_dir)
@@ -348,26 +351,26 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
 
         cfg = resolve_classes(cfg, run_dir)  # data.classes=[] means the classes prepare found
     main = _is_main()
-    with runs.run_lock(run_dir) if main else contextlib.nullcontext():
+    with lock.run_lock(run_dir) if main else contextlib.nullcontext():
         check_needs(stage, cfg, run_dir, verified)
         if not stage.recorded:
             return _call(stage, cfg, run_dir, force, options)
         key = stage_key(stage, cfg, run_dir, options)
-        rec = runs.stage_record(run_dir, name)
+        rec = records.stage_record(run_dir, name)
         if rec is not None:
             if rec.get("key") == key:
                 if "files" not in rec:  # written before records listed files: trust it once, then verify
                     if main:
-                        runs.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir))
+                        records.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir))
                         log.info("%s: recorded the sha256 of its files (its record predates file checks)", name)
                     return _skipped(stage, run_dir, verified)
-                damage = runs.record_damage(run_dir, rec)
+                damage = records.record_damage(run_dir, rec)
                 if not damage:
                     print(f"{name}: up to date in {run_dir} (same inputs, its {len(rec['files'])} files intact); nothing to do")
                     return _skipped(stage, run_dir, verified)
                 changed = [d for d in damage if d.kind == "changed"]
                 if changed and not force:
-                    raise runs.RunFolderError(
+                    raise RunFolderError(
                         f"{_damage_text(changed, run_dir)}: stage {name!r} wrote it, and it has been truncated, damaged or "
                         f"edited since; pass --force to rebuild {name} (the file is replaced), or put the original back"
                     )
@@ -376,15 +379,15 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
                     for d in changed:  # ours (the record says so) and wrong: a part-wise stage must not keep it
                         (run_dir / d.path).unlink(missing_ok=True)
             elif stage.guarded and not force:
-                raise runs.RunFolderError(
+                raise RunFolderError(
                     f"stage {name!r} in {run_dir} was computed from other inputs (key {rec.get('key')} != {key}); "
                     "pass --force to recompute it, or choose another --out"
                 )
             if main:
-                runs.clear_stage(run_dir, name)
+                records.clear_stage(run_dir, name)
         result = _call(stage, cfg, run_dir, force, options)
         if main:
-            runs.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir))
+            records.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir))
         if verified is not None:
             verified.add((run_dir.resolve(), name))
         return result
@@ -404,5 +407,4 @@ def _skipped(stage: Stage, run_dir: Path, verified: set[tuple[Path, str]] | None
     if stage.result is None:
         return None
     path = run_dir / stage.result
-    return runs.read_json(path) if path.suffix == ".json" else path
-
+    return fileio.read_json(path) if path.suffix == ".json" else path

@@ -14,9 +14,13 @@ import difflib
 import math
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medauc.config import Config, ConfigError, to_dict
+from medauc.config_types import to_plain
+from medauc.errors import ConfigError
+
+if TYPE_CHECKING:  # medauc.config.load_config imports this module
+    from medauc.config import Config
 
 # The allowed strings of every choice-valued key. Stage modules check the same sets late.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -217,6 +221,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _fail(key: str, value: Any, why: str) -> ConfigError:
+    value = to_plain(value)  # a config's tuples and read-only mappings are shown as the lists and dicts given
     shown = value if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
     if isinstance(value, list):
         shown = "[" + ",".join(str(v) for v in value) + "]"
@@ -228,7 +233,7 @@ def check_ranges(cfg: Config) -> None:
 
     Cheap (no torch): called by :func:`medauc.config.load_config`.
     """
-    values = _flat(to_dict(cfg))
+    values = _flat(to_plain(cfg))
     for key, check in RULES.items():
         why = check(values[key])
         if why:

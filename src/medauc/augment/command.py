@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from medauc import runs
-from medauc.augment import checks
-from medauc.augment.denoiser import (
-    model_restore_fn, quality_per_sigma, restoration_examples, save_denoiser, train_denoiser,
-)
-from medauc.augment.generate import generate_for_manifest, healthy_train, load_images, restore_test_set
+from medauc import fileio, runs
+from medauc.augment import artefacts, checks
+from medauc.augment.denoiser import model_restore_fn, save_denoiser
+from medauc.augment.restoration import quality_per_sigma, restoration_examples
+from medauc.augment.training import train_denoiser
+from medauc.augment.generate import generate_for_manifest, healthy_train, restore_test_set
 from medauc.config import Config, resolve, to_dict
+from medauc.data.datasets import load_images, uint8_to_float
 from medauc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     neg = cfg.data.negative_class
     out = augment_dir(run_dir)
     for sub in ("generated", "restored_test"):
-        runs.remove_tree(out / sub)  # our own output from an earlier config: start clean
+        fileio.remove_tree(out / sub)  # our own output from an earlier config: start clean
     cache = run_dir / "cache"
     manifest = read_manifest(manifest_path)
     if "source_image_id" in manifest.columns and (manifest["source_image_id"].astype(str) != "").any():
@@ -129,8 +130,8 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         log.warning("augment: %s", size_warning(cfg))
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    clean = load_images(list(src_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load healthy train")
-    val = load_images(list(val_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load healthy val")
+    clean = uint8_to_float(load_images(list(src_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load healthy train"))
+    val = uint8_to_float(load_images(list(val_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load healthy val"))
     timing["load_seconds"] = time.perf_counter() - t0
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -146,7 +147,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     val_quality = quality_per_sigma(val, restore_fn, val_sigmas, cfg.seed + 1, baselines=True) if len(val) else []
     if val_quality:
         examples = restoration_examples(val, restore_fn, val_quality, cfg.seed + 4)
-        with runs.atomic_path(out / "restoration_examples.npz") as tmp:
+        with fileio.atomic_path(out / "restoration_examples.npz") as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temporary name
                 np.savez_compressed(fh, **examples)
     timing["validation_seconds"] = time.perf_counter() - t0
@@ -187,7 +188,8 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         },
     }
     if len(gen_rows):
-        all_train = load_images(list(train_rows["path"]), acfg.image_size, cache, cfg.data.workers, "load train")
+        all_train = uint8_to_float(load_images(list(train_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers,
+                                               desc="load train"))
         train_pos = {sid: i for i, sid in enumerate(train_rows["image_id"])}
         gen_train_idx = gen_rows["source_image_id"].map(train_pos).to_numpy(np.int64)
         healthy_idx = src_rows["image_id"].map(train_pos).to_numpy(np.int64)
@@ -199,9 +201,11 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         if acfg.image_size != cfg.data.image_size:
             # Check (d) asks what a classifier could use, so it sees the images as the classifier
             # does: every one read from its file and resized to data.image_size.
-            d_clean = load_images(list(src_rows["path"]), cfg.data.image_size, cache, cfg.data.workers, "load healthy train at classifier size")
-            d_generated = load_images(list(gen_rows["path"]), cfg.data.image_size, None, cfg.data.workers, "load generated at classifier size")
-        result["d_artefact_detectability"] = checks.artefact_detectability(
+            d_clean = uint8_to_float(load_images(list(src_rows["path"]), cfg.data.image_size, cache, workers=cfg.data.workers,
+                                                 desc="load healthy train at classifier size"))
+            d_generated = uint8_to_float(load_images(list(gen_rows["path"]), cfg.data.image_size, None, workers=cfg.data.workers,
+                                                     desc="load generated at classifier size"))
+        result["d_artefact_detectability"] = artefacts.artefact_detectability(
             d_clean, d_generated, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level
         )
         result["d_artefact_detectability"]["image_size"] = cfg.data.image_size
@@ -214,7 +218,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     timing["checks_seconds"] = time.perf_counter() - t0
     result["timing"] = timing
     result["config"] = to_dict(acfg)
-    runs.write_json(checks_path, result)
+    fileio.write_json(checks_path, result)
     return result
 
 

@@ -18,8 +18,10 @@ import pandas as pd
 import torch
 from medauc.progress import progress_bar
 
-from medauc.augment.denoiser import RestoreFn, add_noise
+from medauc.augment.denoiser import RestoreFn
+from medauc.augment.quality import add_noise
 from medauc.config import AugmentConfig
+from medauc.data.datasets import load_images, uint8_to_float
 from medauc.errors import DataError
 
 PROVENANCE_COLUMNS = ["source_image_id", "sigma", "augmentation"]
@@ -125,17 +127,6 @@ def write_images(
     return pd.DataFrame(rows)
 
 
-def load_images(
-    paths: Sequence[str | Path], size: int, cache_dir: Path | None = None, workers: int = 1, desc: str = "load"
-) -> np.ndarray:
-    """Read image files as float32 (N, size, size) in [0, 1] (8-bit, as the classifier sees them)."""
-    from medauc.data.datasets import load_images as load_uint8
-
-    if len(paths) == 0:
-        return np.empty((0, size, size), dtype=np.float32)
-    return load_uint8(list(paths), size, cache_dir, None, workers, desc).numpy().astype(np.float32) / np.float32(255.0)
-
-
 def sigma_tag(sigma: float) -> str:
     """0.25 -> "s0p25" (file-name safe)."""
     return "s" + f"{sigma:g}".replace(".", "p").replace("-", "m")
@@ -229,7 +220,7 @@ def generate_for_manifest(
     n_other = int(((manifest["split"] == "train") & (manifest["label"] != negative_class)).sum())
     n_gen = n_to_generate(len(src_rows), n_other, acfg)
     if sources_images is None:
-        sources_images = load_images(list(src_rows["path"]), acfg.image_size, cache_dir, desc="load healthy")
+        sources_images = uint8_to_float(load_images(list(src_rows["path"]), acfg.image_size, cache_dir, desc="load healthy"))
     plan = generation_plan(len(src_rows), acfg.sigmas, n_gen)
     images, _ = generate(sources_images, plan, restore_fn, seed, progress=progress)
     rows = derived_rows(src_rows, plan, "restoration")
@@ -256,7 +247,7 @@ def restore_test_set(
     """
     orig = originals(manifest)
     rows = orig[(orig["split"] == "test") & (orig["label"] != negative_class)].reset_index(drop=True)
-    images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test")
+    images = uint8_to_float(load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test"))
     plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
     restored, _ = generate(images, plan, restore_fn, seed, progress=progress, desc="restore tumour test")
     # split stays "test": these are test images (never trained on), kept in their own file.

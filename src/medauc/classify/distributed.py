@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from medauc.device import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -37,19 +39,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1 or self.group
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``train.device`` ("auto", "cpu", "cuda") -> a torch device (auto = CUDA when available)."""
-    from medauc.errors import ModelError
-
-    if choice not in ("auto", "cpu", "cuda"):
-        raise ModelError(f"train.device={choice!r}: use auto, cpu or cuda")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ModelError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    if choice == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 SINGLE_PROCESS_GROUP = "MEDAUC_DDP_SINGLE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,47 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medauc.classify import distributed as ddp
 from medauc.classify.models import InputTransform, load_trained, prepare_batch
-from medauc.classify.train import predict_logits, predictions_frame, read_manifest
 from medauc.data.datasets import image_set
-from medauc.data.manifest import known_subjects
+from medauc.data.manifest import IMAGE_COLUMNS, known_subjects, read_manifest
 from medauc.errors import DataError
-from medauc.runs import write_csv
+from medauc.fileio import write_csv
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, transform: InputTransform, batch_size: int, d: ddp.Dist = ddp.Dist(),
+    autocast: Any = nullcontext,
+) -> torch.Tensor:
+    """uint8 images (N, S, S) -> float32 logits (N, C) on CPU, sharded over ranks and gathered."""
+    was_training = model.training
+    model.eval()
+    idx = ddp.shard(len(images), d)
+    outs = []
+    for chunk in idx.split(batch_size):
+        with autocast():
+            outs.append(model(transform(images[chunk])).float())
+    n_classes = outs[0].shape[1] if outs else 0
+    local = torch.cat(outs) if outs else torch.empty((0, n_classes))
+    model.train(was_training)
+    return ddp.gather_rows(local.cpu() if not d.enabled else local, len(images), d).cpu()
+
+
+def predictions_frame(
+    image_ids: list[str], labels: list[str], logits: torch.Tensor, classes: list[str], subjects: list[str] | None = None,
+) -> pd.DataFrame:
+    """The predictions contract: ``image_id, label[, subject], prob_<class>...`` (softmax in float64).
+
+    ``subjects`` (n,) patient ids from the manifest ("" = unknown); the column is left out when None.
+    """
+    prob = torch.softmax(logits.double(), dim=1).numpy()
+    df = pd.DataFrame({"image_id": image_ids, "label": labels})
+    if subjects is not None:
+        df["subject"] = subjects
+    for j, c in enumerate(classes):
+        df[f"prob_{c}"] = prob[:, j]
+    return df
 
 
 @torch.no_grad()
@@ -58,7 +94,7 @@ def predict_manifest(
     base = None
     if not isinstance(df, pd.DataFrame):
         base = Path(df).parent
-        df = read_manifest(Path(df))
+        df = read_manifest(Path(df), required=IMAGE_COLUMNS)
     missing = [c for c in ("image_id", "path", "label") if c not in df.columns]
     if missing:
         raise DataError(f"predict_manifest: the image table lacks column(s) {missing}; it needs image_id, path, label")

@@ -5,38 +5,37 @@ inverse class frequency, or a class-balanced sampler); ReduceLROnPlateau and ear
 the monitored loss (the validation split's; ``train.monitor=test`` reproduces the study's test-set
 leak and says so); random horizontal flips from a seeded generator.
 
-Per model and seed, ``<out>/train/<model>/<seed>/`` receives ``history.csv``, ``best.safetensors``,
-``model.json`` and, after every epoch, ``last.pt`` (everything needed to resume bit for bit).
-Predictions go to ``<out>/predictions/<model>/<seed>/<split>.csv``.
+:class:`Trainer` trains one model with one seed: :meth:`Trainer.fit` runs epochs of
+:meth:`Trainer.train_epoch` and writes ``history.csv``, ``best.safetensors``, ``model.json`` and,
+after every epoch, ``last.pt`` (everything needed to resume bit for bit) to its model folder.
+Which models and seeds train, and their folders and predictions files: :mod:`medauc.classify.stage`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
 import math
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 from medauc.progress import Progress, progress_bar
 
-from medauc import runs
+from medauc import fileio, reproducibility
 from medauc.classify import distributed as ddp
+from medauc.classify.checkpoint import rng_state, set_rng_state
 from medauc.classify.models import InputTransform, create_model, input_stats
-from medauc.config import Config, TrainConfig, config_hash, to_dict, without_later_defaults
-from medauc.data.datasets import ImageSet, image_set
-from medauc.data.manifest import known_subjects
-from medauc.errors import DataError, ModelError
+from medauc.classify.predict import predict_logits
+from medauc.config import Config, TrainConfig, to_dict
+from medauc.data.datasets import ImageSet
+from medauc.device import AMP_DTYPES, amp_context
+from medauc.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +49,6 @@ SCHEDULES = ("plateau", "onecycle")
 
 
 # ----------------------------------------------------------------------------- small pieces
-
-
-def safe_name(model_name: str) -> str:
-    """A timm name usable as one folder name (``hf-hub:org/x`` -> ``hf-hub_org_x``)."""
-    return model_name.replace("/", "_").replace(":", "_")
 
 
 def macro_auc(y: np.ndarray, prob: np.ndarray) -> float:
@@ -129,53 +123,6 @@ def random_affine(x: torch.Tensor, u: torch.Tensor, strength: float) -> torch.Te
     return F.grid_sample(x.contiguous(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def rng_state(gen: torch.Generator) -> dict[str, Any]:
-    """Every random state a resumed run needs, as tensors and plain values (``weights_only`` loadable)."""
-    npst = np.random.get_state(legacy=False)
-    return {
-        "shuffle": gen.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "key": torch.from_numpy(npst["state"]["key"].astype(np.int64)),
-            "pos": int(npst["state"]["pos"]),
-            "has_gauss": int(npst["has_gauss"]),
-            "gauss": float(npst["gauss"]),
-        },
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    gen.set_state(state["shuffle"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
-    random.setstate(state["python"])
-
-
-AMP_DTYPES = ("auto", "bf16", "fp16")
-
-
-def amp_context(device_type: str, dtype: str = "auto") -> tuple[Any, torch.amp.GradScaler | None]:
-    """Autocast factory and loss scaler for mixed precision on ``device_type``.
-
-    ``dtype``: "bf16" (no scaler needed), "fp16" (with a GradScaler) or "auto" (bf16 where the
-    device supports it, else fp16). The trainer asks for it on CUDA only (``train.amp``); the
-    tests run the same code on CPU, where torch supports both dtypes too.
-    """
-    if dtype not in AMP_DTYPES:
-        raise ModelError(f"train.amp_dtype={dtype!r}: use one of {', '.join(AMP_DTYPES)}")
-    if dtype == "auto":
-        bf16 = torch.cuda.is_bf16_supported() if device_type == "cuda" else True
-        dtype = "bf16" if bf16 else "fp16"
-    if dtype == "bf16":
-        return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast(device_type, dtype=torch.float16)), torch.amp.GradScaler(device_type)
-
-
 def mixed_precision(device: torch.device, tc: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
     """What the trainer uses: :func:`amp_context` on CUDA when ``train.amp`` is on, else float32."""
     if tc.amp_dtype not in AMP_DTYPES:  # checked on every device, so a typo fails on CPU too
@@ -185,26 +132,7 @@ def mixed_precision(device: torch.device, tc: TrainConfig) -> tuple[Any, torch.a
     return nullcontext, None
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, transform: InputTransform, batch_size: int, d: ddp.Dist = ddp.Dist(),
-    autocast: Any = nullcontext,
-) -> torch.Tensor:
-    """uint8 images (N, S, S) -> float32 logits (N, C) on CPU, sharded over ranks and gathered."""
-    was_training = model.training
-    model.eval()
-    idx = ddp.shard(len(images), d)
-    outs = []
-    for chunk in idx.split(batch_size):
-        with autocast():
-            outs.append(model(transform(images[chunk])).float())
-    n_classes = outs[0].shape[1] if outs else 0
-    local = torch.cat(outs) if outs else torch.empty((0, n_classes))
-    model.train(was_training)
-    return ddp.gather_rows(local.cpu() if not d.enabled else local, len(images), d).cpu()
+# ----------------------------------------------------------------------------- the monitored split
 
 
 def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -216,22 +144,6 @@ def split_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
         "accuracy": float((prob.argmax(1) == y).mean()),
         "macro_auc": macro_auc(y, prob),
     }
-
-
-def predictions_frame(
-    image_ids: list[str], labels: list[str], logits: torch.Tensor, classes: list[str], subjects: list[str] | None = None,
-) -> pd.DataFrame:
-    """The predictions contract: ``image_id, label[, subject], prob_<class>...`` (softmax in float64).
-
-    ``subjects`` (n,) patient ids from the manifest ("" = unknown); the column is left out when None.
-    """
-    prob = torch.softmax(logits.double(), dim=1).numpy()
-    df = pd.DataFrame({"image_id": image_ids, "label": labels})
-    if subjects is not None:
-        df["subject"] = subjects
-    for j, c in enumerate(classes):
-        df[f"prob_{c}"] = prob[:, j]
-    return df
 
 
 # ----------------------------------------------------------------------------- one model, one seed
@@ -260,7 +172,7 @@ class Trainer:
             raise ModelError(f"train.warmup={tc.warmup}: the share of steps spent warming up, 0 < warmup < 1 (e.g. 0.25)")
         if not 0.0 <= tc.label_smoothing < 1.0:
             raise ModelError(f"train.label_smoothing={tc.label_smoothing}: use 0 <= label_smoothing < 1 (e.g. 0.1; 0 = off)")
-        runs.seed_everything(seed)
+        reproducibility.seed_everything(seed)
         self.net = create_model(
             model_name, len(classes), cfg.model.in_chans, cfg.data.image_size,
             # A finished or resumed model gets its weights from its own checkpoint, not from a download.
@@ -336,16 +248,16 @@ class Trainer:
         set_rng_state(st["rng"], self.gen)
 
     def _save_best(self) -> None:
-        with runs.atomic_path(self.model_dir / "best.safetensors") as tmp:
+        with fileio.atomic_path(self.model_dir / "best.safetensors") as tmp:
             save_model(self.net, str(tmp))
-        runs.write_json(
+        fileio.write_json(
             self.model_dir / "model.json",
             {**self.meta, "epoch": self.best_epoch, "best_monitored_loss": self.best_loss},
         )
 
     def _save_epoch(self) -> None:
-        runs.write_csv(self.model_dir / "history.csv", self.history, HISTORY_COLUMNS)
-        with runs.atomic_path(self.last_path) as tmp:
+        fileio.write_csv(self.model_dir / "history.csv", self.history, HISTORY_COLUMNS)
+        with fileio.atomic_path(self.last_path) as tmp:
             torch.save(self.state(), tmp)
 
     # --------------------------------------------------------------------- the loop
@@ -472,191 +384,3 @@ class Trainer:
     def load_best(self) -> None:
         """Put the best checkpoint's weights in the model, from disk, so a resumed run predicts identically."""
         load_model(self.net, str(self.model_dir / "best.safetensors"), device=str(self.device))
-
-
-# ----------------------------------------------------------------------------- the stage
-
-
-def default_manifest(cfg: Config, run_dir: Path) -> Path:
-    augmented = run_dir / "augment" / "manifest.csv"
-    return augmented if cfg.augment.enabled and augmented.is_file() else run_dir / "manifest.csv"
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    from medauc.data.manifest import read_manifest as _read
-
-    return _read(path, required=("image_id", "path", "label", "split"))
-
-
-def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
-    """The classes to learn: ``data.classes`` in that order (empty: the manifest's labels, negative
-    class first, see :func:`medauc.data.manifest.class_order`), those present in the training split."""
-    from medauc.data.manifest import class_order
-
-    labels = set(df["label"].astype(str))
-    configured = list(cfg.data.classes) or class_order(labels, cfg.data.negative_class)
-    unknown = sorted(labels - set(configured))
-    if unknown:
-        raise DataError(f"manifest labels {unknown} are not in data.classes {cfg.data.classes}; add them or fix the manifest")
-    train_labels = set(df.loc[df["split"] == "train", "label"].astype(str))
-    missing = sorted(labels - train_labels)
-    if missing:
-        raise DataError(f"classes {missing} have no training images in the manifest; the classifier cannot learn them")
-    classes = [c for c in configured if c in train_labels]
-    if len(classes) < 2:
-        raise DataError(f"the manifest's training split holds {len(classes)} class(es) ({classes}); at least 2 are needed")
-    return classes
-
-
-def model_config(cfg: Config, model_name: str) -> Config:
-    """``cfg`` as one model trains under it: ``train.epochs`` from ``train.epochs_by_model`` when it
-    names the model, and the per-model table emptied, so that a model's key (and its run) depends
-    only on its own epochs, not on another model's entry."""
-    by_model = cfg.train.epochs_by_model
-    if not by_model:
-        return cfg
-    # dataclasses.replace, not config.replace: the latter merges dicts, so it cannot empty the table.
-    train = dataclasses.replace(cfg.train, epochs=int(by_model.get(model_name, cfg.train.epochs)), epochs_by_model={})
-    return dataclasses.replace(cfg, train=train)
-
-
-def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str:
-    """What a trained model depends on: its name and seed, the model/train/data settings, the manifest."""
-    cfg = model_config(cfg, model_name)
-    # Fields added after the first trained models: at their default, old models keep their keys.
-    later = ("zero_head", "affine", "amp_dtype", "optimizer", "schedule", "warmup", "label_smoothing", "sync_bn",
-             "epochs_by_model")
-    train = {k: v for k, v in without_later_defaults(cfg.train, later).items() if k not in ("seeds", "num_threads", "device")}
-    model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
-    data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
-    return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)
-
-
-def _write_predictions(path: Path, frame: pd.DataFrame) -> None:
-    runs.write_csv(path, frame.to_dict("records"), list(frame.columns))
-
-
-def train_stage(
-    cfg: Config,
-    run_dir: str | Path,
-    manifest_path: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    models: list[str] | None = None,
-    extra_sets: dict[str, pd.DataFrame] | None = None,
-    force: bool = False,
-) -> list[dict[str, Any]]:
-    """Train every model (``models`` or ``cfg.model.names``) once per seed in ``cfg.train.seeds``.
-
-    Writes ``<out_dir>/train/<model>/<seed>/`` and ``<out_dir>/predictions/<model>/<seed>/<split>.csv``
-    for val, test and each of ``extra_sets`` (manifest-like frames: ``image_id, path, label``).
-    A finished model is skipped (missing extra predictions are still written), an interrupted one
-    resumes. Returns one dict per model and seed: paths, best epoch, seconds.
-    """
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir
-    manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest(cfg, run_dir)
-    models = list(models) if models is not None else list(cfg.model.names)
-    if not models:
-        raise ModelError("no models to train: set model.names (e.g. [resnet18, efficientnet_b0])")
-    if cfg.model.weights and Path(cfg.model.weights).is_file() and len(models) > 1:
-        raise ModelError(f"model.weights={cfg.model.weights} is one file but {len(models)} models are named; give a folder of <model name>.safetensors")
-    df = read_manifest(manifest_path)
-    manifest_sha = runs.file_sha256(manifest_path)
-    classes = data_classes(cfg, df)
-    d = ddp.setup(cfg.train.device)
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
-    cache_dir = run_dir / "cache"
-    base = manifest_path.parent
-    size = cfg.data.image_size
-
-    def load(frame: pd.DataFrame, desc: str) -> ImageSet:
-        # Rank 0 decodes and writes the cache; the other ranks then read it.
-        if d.is_main:
-            s = image_set(frame, classes, size, cache_dir, base, cfg.data.workers, desc)
-        ddp.barrier(d)
-        if not d.is_main:
-            s = image_set(frame, classes, size, cache_dir, base, 1, desc)
-        return s
-
-    split = df["split"].astype(str)
-    train_df = df[split == "train"]
-    if cfg.train.max_train_images and len(train_df) > cfg.train.max_train_images:
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_df))[: cfg.train.max_train_images])
-        train_df = train_df.iloc[keep]
-    sets: dict[str, pd.DataFrame] = {s: df[split == s] for s in ("val", "test") if (split == s).any()}
-    monitor_split = cfg.train.monitor
-    if monitor_split not in sets:
-        raise DataError(
-            f"manifest {manifest_path} has no {monitor_split!r} rows to monitor; prepare with data.val_fraction>0, "
-            "or set train.monitor=test to reproduce the study's (leaky) protocol"
-        )
-    for name, frame in (extra_sets or {}).items():
-        if name in ("train", "val", "test"):
-            raise DataError(f"extra_sets: {name!r} clashes with a split name; choose another name")
-        sets[name] = frame
-    train = load(train_df, "decode train")
-    loaded = {name: load(frame, f"decode {name}") for name, frame in sets.items()}
-
-    results = []
-    try:
-        for model_name in models:
-            for seed in cfg.train.seeds:
-                results.append(_train_one(cfg, out_dir, model_name, seed, classes, train, loaded, monitor_split, manifest_sha, d, force))
-    finally:
-        ddp.cleanup(d)
-    return results
-
-
-def _train_one(
-    cfg: Config, out_dir: Path, model_name: str, seed: int, classes: list[str], train: ImageSet,
-    sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, d: ddp.Dist, force: bool,
-) -> dict[str, Any]:
-    cfg = model_config(cfg, model_name)
-    model_dir = out_dir / "train" / safe_name(model_name) / str(seed)
-    pred_dir = out_dir / "predictions" / safe_name(model_name) / str(seed)
-    stage = f"train/{safe_name(model_name)}/{seed}"
-    key = stage_key(cfg, model_name, seed, manifest_sha)
-    t0 = time.perf_counter()
-    todo = runs.check_stage(out_dir, stage, key, force)
-    last = model_dir / "last.pt"
-    state = torch.load(last, map_location="cpu", weights_only=True) if todo and last.is_file() else None
-    if state is not None and state.get("key") != key:
-        if not force:
-            raise runs.RunFolderError(
-                f"{last} belongs to a training with other inputs; pass --force to start {model_name} seed {seed} again, "
-                "or choose another --out"
-            )
-        state = None
-    if todo and state is None and d.is_main:
-        for stale in ("last.pt", "best.safetensors", "model.json", "history.csv"):
-            (model_dir / stale).unlink(missing_ok=True)
-    ddp.barrier(d)
-    trainer = Trainer(cfg, model_name, seed, classes, model_dir, key, d, init_weights=todo and state is None)
-    if todo:
-        if state is not None:
-            trainer.resume(state)
-            log.info("%s seed %d: resuming after epoch %d", model_name, seed, trainer.epoch)
-        trainer.fit(train, sets[monitor_split], monitor_split)
-    trainer.load_best()
-    written = {}
-    for name, s in sets.items():
-        path = pred_dir / f"{name}.csv"
-        if todo or not path.is_file():
-            logits = predict_logits(trainer.net, s.images, trainer.transform, 2 * cfg.train.batch_size, d, trainer.autocast)
-            if d.is_main:
-                _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes,
-                                                           known_subjects(s.frame)))
-        written[name] = str(path)
-    meta = runs.read_json(model_dir / "model.json")
-    if todo and d.is_main:
-        runs.mark_stage(out_dir, stage, key, files=[model_dir / f for f in ("best.safetensors", "model.json", "history.csv")],
-                        model=model_name, seed=seed, best_epoch=meta["epoch"])
-        # Only an unfinished model needs last.pt; with Adam's moments it is 3x the model's size.
-        (model_dir / "last.pt").unlink(missing_ok=True)
-    ddp.barrier(d)
-    return {
-        "model": model_name, "seed": seed, "model_dir": str(model_dir), "predictions": written,
-        "best_epoch": meta["epoch"], "epochs": len(trainer.history) if todo else None,
-        "seconds": round(time.perf_counter() - t0, 2), "skipped": not todo, "test_leak": meta["test_leak"],
-    }

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from medauc import runs
+from medauc import fileio, runs
 from medauc.config import Config, config_hash, without_later_defaults
 from medauc.data import audit as audit_mod
 from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
@@ -80,7 +80,7 @@ def stage_key(cfg: Config, disc: Discovery) -> str:
     content of ``data.groups_csv`` (not its path)."""
     data = {k: v for k, v in without_later_defaults(cfg.data, _KEY_LATER).items() if k not in _KEY_IGNORES}
     if cfg.data.groups_csv:
-        data["groups_csv"] = runs.file_sha256(Path(cfg.data.groups_csv).expanduser())
+        data["groups_csv"] = fileio.file_sha256(Path(cfg.data.groups_csv).expanduser())
     files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
     return config_hash(data, cfg.seed, str(disc.root), files)
 
@@ -199,7 +199,7 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     write_manifest(manifest_path, df)
-    runs.write_json(run_dir / AUDIT, audit)
+    fileio.write_json(run_dir / AUDIT, audit)
     runs.record_config(run_dir, cfg)  # data.classes=[] -> the classes found, in config.yaml
     print(summary_text(audit, run_dir))  # warnings included: printed once, on stdout, with the counts
     return manifest_path

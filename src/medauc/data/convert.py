@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medauc import runs
+from medauc import fileio
 from medauc.config import DataConfig
 from medauc.data.medical import UnusableFile, file_kind, parse_slices
 from medauc.data.sources import MASKS_DIR, Discovery, SourceItem, check_classes
@@ -81,7 +81,7 @@ def load_salt(run_dir: str | os.PathLike[str]) -> bytes:
         if re.fullmatch(r"[0-9a-f]{64}", text):
             return bytes.fromhex(text)
         raise DataError(f"{path} is not a 64-hex-digit salt; delete it (prepare writes a new one) or restore it")
-    runs.write_text(path, secrets.token_hex(32) + "\n")
+    fileio.write_text(path, secrets.token_hex(32) + "\n")
     os.chmod(path, 0o600)
     return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
@@ -244,7 +244,7 @@ def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLik
     refs = references(disc)
     settings = _settings(dcfg)
     index_path = out_dir / INDEX
-    old = runs.read_json(index_path).get("entries", {}) if index_path.is_file() else {}
+    old = fileio.read_json(index_path).get("entries", {}) if index_path.is_file() else {}
 
     # Files of one class folder with several frames each keep the frame number in their ids.
     tasks: list[dict[str, Any] | None] = []
@@ -269,7 +269,7 @@ def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLik
     done = dict(zip((t["key"] for t in todo), _run(todo, workers)))
     entries = {t["key"]: done.get(t["key"]) or old[t["key"]] for t in tasks if t is not None}
     _prune(out_dir, entries)
-    runs.write_json(index_path, {"version": _VERSION, "entries": entries})
+    fileio.write_json(index_path, {"version": _VERSION, "entries": entries})
 
     conv = Converted(summary={})
     items: list[SourceItem] = []

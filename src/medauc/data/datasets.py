@@ -23,7 +23,7 @@ from medauc.progress import progress_bar
 
 from medauc.data.images import load_image, resize, to_uint8
 from medauc.errors import DataError
-from medauc.runs import atomic_path
+from medauc.fileio import atomic_path
 
 
 def resize_uint8(images: np.ndarray | Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -72,9 +72,12 @@ def load_images(
     """Image files -> uint8 tensor (N, size, size), from the disk cache when it is there.
 
     ``cache_dir=None`` decodes without caching. ``workers`` threads decode in parallel
-    (PIL releases the GIL while decoding).
+    (PIL releases the GIL while decoding). No paths: an empty tensor, and no cache file.
+    Stages that compute on float images read them through :func:`uint8_to_float`.
     """
     paths = [Path(p) for p in paths]
+    if not paths:
+        return torch.empty((0, size, size), dtype=torch.uint8)
     if cache_dir is not None:
         key = cache_key(paths, size, sha256)
         cache_file = Path(cache_dir) / f"images-{size}-{key}.npy"
@@ -90,6 +93,12 @@ def load_images(
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.save(fh, out, allow_pickle=False)
     return torch.from_numpy(out)
+
+
+def uint8_to_float(images: torch.Tensor) -> np.ndarray:
+    """uint8 tensor (N, S, S) -> float32 array (N, S, S) in [0, 1] (value / 255): the 8-bit images
+    as the classifier sees them, for stages that compute on floats (the denoiser, its checks)."""
+    return images.numpy().astype(np.float32) / np.float32(255.0)
 
 
 @dataclass

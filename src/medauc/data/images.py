@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medauc.errors import DataError
-from medauc.runs import atomic_path
+from medauc.fileio import atomic_path
 
 # Extensions treated as images when walking a folder; anything else is listed as "not an image".
 IMAGE_EXTENSIONS = frozenset(

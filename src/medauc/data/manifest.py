@@ -21,9 +21,12 @@ import pandas as pd
 from medauc.config import Config, replace
 from medauc.data.split import SPLITS
 from medauc.errors import DataError
-from medauc.runs import atomic_path
+from medauc.fileio import atomic_path
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "split", "sha256", "phash", "width", "height", "mode", "group")
+# What a stage that reads labelled images needs (training, prediction): a manifest written by
+# another stage or by hand qualifies without the audit columns.
+IMAGE_COLUMNS = ("image_id", "path", "label", "split")
 OPTIONAL_COLUMNS = ("subject", "mask_path", "source_file", "source_image_id", "sigma")
 _INT_COLUMNS = ("width", "height", "group")
 _FLOAT_COLUMNS = ("sigma",)
@@ -38,10 +41,11 @@ def write_manifest(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
 
 
 def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
-    """Read and validate a manifest: the required columns, unique image ids, known split names.
+    """Read and validate a manifest: the ``required`` columns, unique image ids, known split names.
 
     Text columns stay text (empty, not NaN; a ``subject`` of ``007`` stays ``"007"``); width/height/group
-    are ints, sigma a float.
+    are ints, sigma a float. ``required``: prepare's full set by default; :data:`IMAGE_COLUMNS` for
+    a table of labelled images from any stage (what training and prediction read).
     Raises DataError naming the file and the missing column or bad value.
     """
     path = Path(path)

@@ -25,10 +25,10 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from medauc.config import DataConfig
 from medauc.errors import DataError
 
-if TYPE_CHECKING:  # the up-front config check imports this module: no image libraries
+if TYPE_CHECKING:  # the up-front config check imports this module: no image libraries, nor the config
+    from medauc.config import DataConfig
     from medauc.data.sources import SourceItem
 
 SHOWN = 5  # how many offending paths an error message lists

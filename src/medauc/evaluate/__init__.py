@@ -7,7 +7,8 @@ From a notebook::
     ci = auc_ci(y, score, method="bootstrap")  # ci.auc, ci.low, ci.high
 """
 
-from medauc.evaluate.delong import AUCInterval, DeLongResult, UndefinedMetricWarning, auc_ci, delong_test
+from medauc.errors import UndefinedMetricWarning
+from medauc.evaluate.delong import AUCInterval, DeLongResult, auc_ci, delong_test
 
 __all__ = ["AUCInterval", "DeLongResult", "UndefinedMetricWarning", "auc_ci", "delong_test",
            "evaluate_predictions", "evaluate_stage", "compare_files", "read_predictions"]
@@ -23,7 +24,7 @@ def __getattr__(name: str) -> object:  # heavier modules load on first use
 
         return evaluate_stage
     if name == "read_predictions":
-        from medauc.evaluate.metrics import read_predictions
+        from medauc.evaluate.predictions import read_predictions
 
         return read_predictions
     raise AttributeError(f"module 'medauc.evaluate' has no attribute {name!r}")

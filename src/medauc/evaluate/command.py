@@ -38,7 +38,7 @@ there are listed as ignored. Nothing else: no model, no GPU.
 model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant, note,
 se, detectable, unit, n_patients`` (``se``: the difference's standard error; ``detectable``: the
 smallest difference the test could detect at ``evaluate.power``, see :mod:`medauc.evaluate.power`)
-(difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.compare`). A
+(difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.paired`). A
 comparison that cannot be trusted on these data (too few images in a class, an undefined metric,
 a zero-width interval) has an empty ``significant`` and ``p_holm`` and a ``note`` saying why.
 
@@ -55,10 +55,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from medauc import runs
+from medauc import fileio, runs
 from medauc.config import Config
 from medauc.errors import EvaluationError
-from medauc.evaluate.compare import COMPARISON_FIELDS, evaluate_predictions
+from medauc.evaluate.compare import evaluate_predictions
+from medauc.evaluate.paired import COMPARISON_FIELDS
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
@@ -144,10 +145,10 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
             seed["curves"] = {k: str(Path(v).relative_to(run_dir)) for k, v in seed.get("curves", {}).items()}
     result["comparisons_file"] = "comparisons.csv"
     result["ignored"] = ignored
-    runs.write_csv(run_dir / "comparisons.csv", comparisons, COMPARISON_FIELDS)
-    runs.write_json(run_dir / "metrics.json", result)
+    fileio.write_csv(run_dir / "comparisons.csv", comparisons, COMPARISON_FIELDS)
+    fileio.write_json(run_dir / "metrics.json", result)
     log.info("evaluate: %s", result["question_1"]["answer"])
-    return runs.read_json(run_dir / "metrics.json")
+    return fileio.read_json(run_dir / "metrics.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,11 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from medauc.errors import EvaluationError
-
-
-class UndefinedMetricWarning(UserWarning):
-    """A metric is undefined for the data given (for example an AUC with no negatives); it is nan."""
+from medauc.errors import EvaluationError, UndefinedMetricWarning
 
 
 @dataclass(frozen=True)
@@ -207,6 +203,14 @@ def delong_test(y_true: Any, score_a: Any, score_b: Any, level: float = 0.95, cl
     Undefined cases (one class only, or fewer than 2 of a class (or of patients holding it) for
     the variance) warn with :class:`UndefinedMetricWarning` and give nan, never a made-up number.
     Two identical score vectors give z = 0, p = 1 (as pROC).
+
+    Examples
+    --------
+    >>> from medauc.evaluate import delong_test
+    >>> y = [0, 0, 0, 0, 1, 1, 1, 1]
+    >>> r = delong_test(y, [0.1, 0.3, 0.2, 0.6, 0.8, 0.4, 0.9, 0.7], [0.2, 0.5, 0.1, 0.4, 0.6, 0.3, 0.7, 0.5])
+    >>> r.auc_a, r.auc_b, round(r.p_value, 3)
+    (0.9375, 0.84375, 0.399)
     """
     _check_level(level)
     y, (a, b) = check_binary(y_true, score_a, score_b)
@@ -296,6 +300,17 @@ def auc_ci(
     (positives and negatives resampled separately, seeded by ``seed``). With ``clusters`` (n,)
     patient ids, the variance is Obuchowski's and the bootstrap resamples patients (stratified by
     the classes they hold, see :mod:`medauc.evaluate.bootstrap`).
+
+    Examples
+    --------
+    >>> from medauc.evaluate import auc_ci
+    >>> y, score = [0, 0, 0, 0, 1, 1, 1, 1], [0.1, 0.3, 0.2, 0.6, 0.8, 0.4, 0.9, 0.7]
+    >>> ci = auc_ci(y, score)
+    >>> ci.auc, round(ci.low, 3), ci.high
+    (0.9375, 0.764, 1.0)
+    >>> ci = auc_ci(y, score, method="bootstrap", seed=0)
+    >>> ci.low, ci.high
+    (0.75, 1.0)
     """
     _check_level(level)
     if method == "delong":

@@ -17,6 +17,11 @@ import numpy as np
 from medauc.evaluate.bootstrap import estimate_cell
 
 
+def prevalence_key(p: float) -> str:
+    """How a prevalence is spelled in metric names: 0.0001 -> "0.0001" (``ppv@0.0001``)."""
+    return f"{p:g}"
+
+
 def ppv_at(sens: Any, spec: Any, prevalence: float) -> np.ndarray:
     """PPV at ``prevalence`` (0..1) from sensitivity and specificity (arrays of equal shape); nan when nothing is called positive."""
     sens, spec = np.asarray(sens, dtype=np.float64), np.asarray(spec, dtype=np.float64)
@@ -41,7 +46,6 @@ def prevalence_table(
     """One entry per prevalence (the configured ones, then the test set's own) with value/low/high of
     ppv, npv, auprc (and op_ppv, op_npv when an operating point exists), read from the metric keys
     ``ppv@<p>`` etc. that :class:`~medauc.evaluate.metrics.MetricEngine` computed."""
-    from medauc.evaluate.metrics import prevalence_key
 
     def cell(name: str) -> dict[str, float]:
         return estimate_cell(values[name], replicates[name], level)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medauc.runs import write_csv
+from medauc.fileio import write_csv
 
 CLASSES = ("healthy", "glioma", "meningioma", "pituitary")
 

@@ -2,7 +2,9 @@
 
 Modules: ``layers`` (which layer to explain, token-to-grid reshape), ``cam`` (pytorch-grad-cam
 wrapper), ``scores`` (pointing game, energy share and ratio, bootstrap), ``panels`` (figures),
-``stage`` (``explain_stage``, the schema of explain.json), ``command`` (``medauc explain``).
+``inputs`` (models and test sample from the run folder), ``passes`` (one model's maps and scores),
+``sanity`` (summaries, the random-twin test), ``panel_rows`` (what the panels show), ``stage``
+(``explain_stage``, the schema of explain.json), ``command`` (``medauc explain``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medauc.runs import atomic_path
+from medauc.fileio import atomic_path
 
 
 @dataclass

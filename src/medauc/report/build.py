@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from medauc.config import Config
-from medauc.report import sections
+from medauc.fileio import write_bytes, write_json, write_text
+from medauc.report.context import Context
 from medauc.report.document import Document, to_html, to_markdown
-from medauc.runs import write_bytes, write_json, write_text
+from medauc.report.sections import ALL
 
 
 def build_document(cfg: Config, run_dir: Path) -> tuple[Document, dict[str, Any]]:
@@ -25,8 +26,8 @@ def build_document(cfg: Config, run_dir: Path) -> tuple[Document, dict[str, Any]
     run_dir = Path(run_dir)
     doc = Document(cfg.report.title + f" — run {run_dir.name}")
     results: dict[str, Any] = {"run": str(run_dir), "config_name": cfg.name}
-    ctx = sections.Context(cfg=cfg, run_dir=run_dir, doc=doc, results=results)
-    for section in sections.ALL:
+    ctx = Context(cfg=cfg, run_dir=run_dir, doc=doc, results=results)
+    for section in ALL:
         section(ctx)
     return doc, results
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from medauc import runs, stages
+from medauc import records, stages
 
 
 def image_checks(ctx: Any) -> dict[str, Any]:
     """Checks a-e: ``augment_checks.json`` (b, c, d) with a and e from ``strategies.json``'s ``checks``.
 
     Run folders made before the strategies stage had its own file hold all five in
-    ``augment_checks.json``; they read as before. ``ctx``: a :class:`medauc.report.sections.Context`.
+    ``augment_checks.json``; they read as before. ``ctx``: a :class:`medauc.report.context.Context`.
     """
     checks = dict(ctx.json("augment_checks.json") or {})
     strategies = ctx.json("strategies.json") or {}
@@ -26,7 +26,7 @@ def stages_table(ctx: Any) -> None:
     rows, out = [], []
     for stage in stages.pipeline(ctx.cfg):
         declared = stages.describe(stage)
-        rec = runs.stage_record(ctx.run_dir, stage.name) if stage.recorded else None
+        rec = records.stage_record(ctx.run_dir, stage.name) if stage.recorded else None
         if stage.name == "report":
             state = "this report"
         elif not stage.recorded:

@@ -1,6 +1,6 @@
 """Checks a and e on the generated images: they need classifiers, so the strategies stage runs them.
 
-Schemas in :mod:`medauc.augment.checks` (which holds the measurements themselves); the results go
+Schemas in :mod:`medauc.augment.checks`, measurements in :mod:`medauc.augment.classifier_checks`; the results go
 to ``strategies.json`` under ``checks``.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from medauc.augment import checks
+from medauc.augment import classifier_checks as checks
 from medauc.config import Config
 from medauc.errors import EvaluationError
 

@@ -1,6 +1,6 @@
 """The strategies stage: imbalance strategies on one split, one test set, the same seeds (Table 2, extended).
 
-Strategies (``augment.strategies``), each trained with :func:`medauc.classify.train.train_stage` on
+Strategies (``augment.strategies``), each trained with :func:`medauc.classify.stage.train_stage` on
 ``augment.strategy_model`` into ``run_dir/strategies/<name>/``:
 
 - ``balanced``: the original training data (plain cross-entropy);
@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from medauc.progress import progress_bar
 
-from medauc import runs
+from medauc import fileio, records
 from medauc.augment.generate import (
-    append_rows, derived_rows, generation_plan, healthy_train, load_images, write_images,
+    append_rows, derived_rows, generation_plan, healthy_train, write_images,
 )
 from medauc.config import Config, config_hash, replace
+from medauc.data.datasets import load_images, uint8_to_float
 from medauc.errors import DataError
 from medauc.strategies.checks import classifier_checks
 
@@ -78,11 +79,11 @@ def classic_augment(images: np.ndarray, generator: torch.Generator, max_degrees:
 
 
 def _seeds_done(run_dir: Path, cfg: Config, model: str, manifest_path: Path) -> bool:
-    from medauc.classify.train import safe_name, stage_key
+    from medauc.classify.stage import safe_name, stage_key
 
-    sha = runs.file_sha256(manifest_path)
+    sha = fileio.file_sha256(manifest_path)
     return all(
-        runs.stage_is_done(run_dir, f"train/{safe_name(model)}/{seed}", stage_key(cfg, model, seed, sha))
+        records.stage_is_done(run_dir, f"train/{safe_name(model)}/{seed}", stage_key(cfg, model, seed, sha))
         for seed in cfg.train.seeds
     )
 
@@ -120,11 +121,12 @@ def strategy_inputs(
         write_manifest(path, append_rows(manifest, new))
         return plain, path, sdir
     if name == "classic":
-        key = config_hash("classic", cfg.augment.image_size, cfg.seed, n_gen, runs.file_sha256(run_dir / "manifest.csv"))
-        if runs.stage_is_done(run_dir, "strategies/classic_images", key) and path.is_file():
+        key = config_hash("classic", cfg.augment.image_size, cfg.seed, n_gen, fileio.file_sha256(run_dir / "manifest.csv"))
+        if records.stage_is_done(run_dir, "strategies/classic_images", key) and path.is_file():
             return plain, path, sdir
-        runs.remove_tree(sdir / "generated")
-        images = load_images(list(src["path"]), cfg.augment.image_size, run_dir / "cache", cfg.data.workers, "load healthy")
+        fileio.remove_tree(sdir / "generated")
+        images = uint8_to_float(load_images(list(src["path"]), cfg.augment.image_size, run_dir / "cache", workers=cfg.data.workers,
+                                            desc="load healthy"))
         gen = torch.Generator().manual_seed(cfg.seed + 5)
         idx = np.array([p[0] for p in plan], dtype=np.int64)
         out = np.empty((len(plan), *images.shape[1:]), dtype=np.float32)
@@ -132,7 +134,7 @@ def strategy_inputs(
             out[start : start + 256] = classic_augment(images[idx[start : start + 256]], gen)
         new = write_images(out, derived_rows(src, plan, "classic"), sdir / "generated", progress, "write classic")
         write_manifest(path, append_rows(manifest, new))
-        runs.mark_stage(run_dir, "strategies/classic_images", key, files=[path, *new["path"]])
+        records.mark_stage(run_dir, "strategies/classic_images", key, files=[path, *new["path"]])
         return plain, path, sdir
     raise DataError(f"augment.strategies: unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
 
@@ -194,7 +196,7 @@ def strategies_stage(cfg: Config, run_dir: str | Path, force: bool = False, prog
 
 def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """The strategies stage's work (no caching of its own beyond each model's: :func:`strategies_stage` decides)."""
-    from medauc.classify.train import train_stage
+    from medauc.classify.stage import train_stage
     from medauc.data.manifest import read_manifest
     from medauc.evaluate import evaluate_predictions
 
@@ -250,8 +252,8 @@ def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: boo
         "predictions": {n: {str(s): str(p) for s, p in d.items()} for n, d in pred_files.items()},
         "checks": classifier_checks(cfg, run_dir, pred_files, generated, restored_test, model),
     }
-    runs.write_csv(run_dir / "strategies.csv", rows, columns)
-    runs.write_json(run_dir / "strategies.json", table)
+    fileio.write_csv(run_dir / "strategies.csv", rows, columns)
+    fileio.write_json(run_dir / "strategies.json", table)
     return table
 
 

@@ -95,7 +95,7 @@ def _load_cached(source: str, path: str) -> Anatomy:
             return _from_arrays(source, {k: z[k] for k in z.files})
     log.info("building the phantom anatomy (%s); cached in %s", source, cache_file)
     arrays = _build_colin27(Path(path)) if source == "colin27" else _build_mni152()
-    from medauc.runs import atomic_path
+    from medauc.fileio import atomic_path
 
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache_file) as tmp:

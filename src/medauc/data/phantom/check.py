@@ -52,7 +52,7 @@ def shortcut_auc(folder: str | os.PathLike[str], seed: int = 0, by_subject: bool
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from medauc.data.phantom.generate import CLASSES
+    from medauc.data.phantom.design import CLASSES
 
     root = Path(folder)
     paths, labels = [], []

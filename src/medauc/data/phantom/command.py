@@ -12,9 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-from medauc import runs
+from medauc import records
 from medauc.config import replace
-from medauc.data.phantom.generate import CLASSES, generate_phantom, is_complete, phantom_key
+from medauc.data.phantom.cache import is_complete, phantom_key
+from medauc.data.phantom.design import CLASSES
+from medauc.data.phantom.generate import generate_phantom
 from medauc.errors import DataError
 
 STAGE = "phantom"
@@ -46,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()):
-        record = runs.stage_record(out, STAGE)
+        record = records.stage_record(out, STAGE)
         if record is not None and record.get("key") == key and is_complete(out):
             print(f"{out}: already holds this phantom (key {key}); nothing to do")
             return 0
@@ -56,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
                 f"--out {out} is not empty and holds {what}; choose an empty or new folder, "
                 "or pass --force to write this phantom there (its class folders, masks and montages are replaced)"
             )
-        runs.clear_stage(out, STAGE)
+        records.clear_stage(out, STAGE)
         for name in _OWN:
             p = out / name
             if p.is_dir():
@@ -66,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     summary = generate_phantom(out, cfg.phantom, cfg.seed)
     seconds = time.perf_counter() - t
-    runs.mark_stage(out, STAGE, key, n_images=summary["n_images"])
+    records.mark_stage(out, STAGE, key, n_images=summary["n_images"])
     counts = ", ".join(f"{c} {n}" for c, n in summary["counts"].items())
     subjects = ", ".join(f"{c} {n}" for c, n in summary["subjects"].items())
     print(f"phantom: {summary['n_images']} images ({counts}) at {cfg.phantom.size} px, seed {cfg.seed} -> {out}")

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medauc.data.phantom.anatomy import Anatomy
-from medauc.data.phantom.augment import SliceGeometry, sample_where
+from medauc.data.phantom.variation import SliceGeometry, sample_where
 
 
 @dataclass
