@@ -113,6 +113,7 @@ class TrainConfig(Frozen):
     amp_dtype: str = "auto"  # "auto" (bf16 where the GPU supports it, else fp16 with loss scaling), "bf16", "fp16"
     channels_last: bool = True  # channels-last memory format (faster for CNNs on CPU and GPU)
     num_threads: int = 0  # 0 = all cores
+    jobs: int = 1  # trainings at once on a CPU, one process each (classify/parallel.py); 1 = one after the other
     device: str = "auto"  # "auto", "cpu", "cuda"
     max_train_images: int = 0  # 0 = all; a cap for quick runs
     zero_head: bool = False  # new classifier heads start at 0 (loss ln C); timm's EfficientNet head starts at ~4.5 for 4 classes

@@ -124,7 +124,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "train", "train classifiers (any timm model) and write predictions files",
         function="medauc.classify.stage:train_stage", command="medauc.classify.command",
-        config=("model", "train", "-train.num_threads", "-train.device", "data.image_size", "data.classes"),
+        config=("model", "train", "-train.num_threads", "-train.jobs", "-train.device", "data.image_size", "data.classes"),
         inputs=("manifest.csv", "augment/manifest.csv"),
         also="each model and seed also keeps its own record (train/<model>/<seed>), so a changed input "
              "retrains only the models it concerns and an interrupted model resumes",
@@ -135,7 +135,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "strategies", "train and compare the imbalance strategies (Table 2) and run checks a and e",
         function="medauc.strategies.stage:compute", command="medauc.strategies.command",
-        config=("augment", "model", "-model.names", "train", "data.image_size", "data.classes", "evaluate", "seed"),
+        config=("augment", "model", "-model.names", "train", "-train.jobs", "data.image_size", "data.classes", "evaluate", "seed"),
         inputs=("manifest.csv", "augment/manifest.csv"),
         outputs=("strategies.json", "strategies.csv", "strategies/*/manifest.csv", "strategies/*/generated/**/*.png",
                  "strategies/*/train/*/*/best.safetensors", "strategies/*/train/*/*/model.json",

@@ -171,6 +171,7 @@ RULES: dict[str, Check] = {
     "train.seeds": each(at_least(0), unique=True),
     "train.amp_dtype": one_of("train.amp_dtype"),
     "train.num_threads": at_least(0),
+    "train.jobs": at_least(1),
     "train.device": one_of("train.device"),
     "train.max_train_images": at_least(0),
     "train.affine": between(0, 1, low_open=False, high_open=False),

@@ -21,6 +21,7 @@ import torch
 
 from medauc import fileio, records
 from medauc.classify import distributed as ddp
+from medauc.classify import parallel
 from medauc.classify.predict import predict_logits, predictions_frame
 from medauc.classify.train import Trainer
 from medauc.config import Config, config_hash, to_dict, without_later_defaults
@@ -77,7 +78,7 @@ def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str
     # Fields added after the first trained models: at their default, old models keep their keys.
     later = ("zero_head", "affine", "amp_dtype", "optimizer", "schedule", "warmup", "label_smoothing", "sync_bn",
              "epochs_by_model")
-    train = {k: v for k, v in without_later_defaults(cfg.train, later).items() if k not in ("seeds", "num_threads", "device")}
+    train = {k: v for k, v in without_later_defaults(cfg.train, later).items() if k not in ("seeds", "num_threads", "jobs", "device")}
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
     data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
     return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)
@@ -149,17 +150,17 @@ def train_stage(
     train = load(train_df, "decode train")
     loaded = {name: load(frame, f"decode {name}") for name, frame in sets.items()}
 
-    results = []
+    tasks = [(model_name, seed) for model_name in models for seed in cfg.train.seeds]
+    jobs, threads = parallel.plan(cfg, len(tasks), d.device, d.enabled)
     try:
-        for model_name in models:
-            for seed in cfg.train.seeds:
-                results.append(_train_one(cfg, out_dir, model_name, seed, classes, train, loaded, monitor_split, manifest_sha, d, force))
+        if jobs > 1:
+            return parallel.train_parallel(train_one, cfg, out_dir, tasks, classes, train, loaded, monitor_split, manifest_sha, force, jobs, threads)
+        return [train_one(cfg, out_dir, m, s, classes, train, loaded, monitor_split, manifest_sha, d, force) for m, s in tasks]
     finally:
         ddp.cleanup(d)
-    return results
 
 
-def _train_one(
+def train_one(
     cfg: Config, out_dir: Path, model_name: str, seed: int, classes: list[str], train: ImageSet,
     sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, d: ddp.Dist, force: bool,
 ) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class Trainer:
         self.meta: dict[str, Any] = {
             "model_name": model_name, "classes": classes, "image_size": cfg.data.image_size,
             "in_chans": cfg.model.in_chans, "mean": mean, "std": std, "seed": seed, "drop_rate": cfg.model.drop_rate,
-            "channels_last": self.channels_last, "monitor": tc.monitor, "test_leak": tc.monitor == "test",
+            "channels_last": self.channels_last, "torch_threads": torch.get_num_threads(), "monitor": tc.monitor, "test_leak": tc.monitor == "test",
             "num_params": sum(p.numel() for p in self.net.parameters()), "key": key,
             "config": {s: to_dict(getattr(cfg, s)) for s in ("model", "train", "data")},
         }

@@ -1,0 +1,68 @@
+"""train.jobs: several trainings at once on a CPU, each in its own process, equal to one at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from medauc.classify import parallel
+from medauc.classify import stage as st
+from medauc.config import load_config
+from medauc.errors import ModelError
+from test_classify_models import make_dataset
+
+TWO = ["model.names=[test_resnet, test_vit]", "train.epochs=2", "train.batch_size=8", "train.num_threads=1",
+       "train.epochs_by_model={test_vit: 1}"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def files(run: Path, model: str) -> dict[str, bytes]:
+    out = {"best": (run / "train" / model / "0" / "best.safetensors").read_bytes()}
+    for split in ("val", "test"):
+        out[split] = (run / "predictions" / model / "0" / f"{split}.csv").read_bytes()
+    return out
+
+
+def test_two_jobs_equal_one_at_a_time_bit_for_bit(manifest: Path, tmp_path: Path) -> None:
+    # Catches: the worker's config losing a setting on its way (epochs_by_model: test_vit would train
+    # 2 epochs), another seed or thread count in the worker, results returned in finishing order.
+    one = st.train_stage(load_config("smoke", TWO), tmp_path / "one", manifest)
+    two = st.train_stage(load_config("smoke", [*TWO, "train.jobs=2"]), tmp_path / "two", manifest)
+    assert [(r["model"], r["seed"]) for r in two] == [("test_resnet", 0), ("test_vit", 0)]
+    assert [r["epochs"] for r in two] == [2, 1]
+    for model in ("test_resnet", "test_vit"):
+        assert files(tmp_path / "two", model) == files(tmp_path / "one", model), model
+        hist = [pd.read_csv(tmp_path / run / "train" / model / "0" / "history.csv")[["train_loss", "val_loss"]]
+                for run in ("one", "two")]
+        pd.testing.assert_frame_equal(*hist)
+    # Each worker recorded its own model: a rerun in one process skips both.
+    again = st.train_stage(load_config("smoke", TWO), tmp_path / "two", manifest)
+    assert all(r["skipped"] for r in again)
+
+
+def test_a_failing_training_stops_the_stage_naming_the_model(manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config("smoke", [*TWO, "train.jobs=2", "model.names=[test_resnet, no_such_model_xyz]",
+                                "train.epochs_by_model={}"])
+    with pytest.raises(ModelError, match=r"no_such_model_xyz seed 0 \(in a train.jobs worker\)"):
+        st.train_stage(cfg, tmp_path, manifest)
+
+
+def test_plan_shares_the_cores_and_keeps_gpus_and_torchrun_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 8)
+    cfg = load_config("smoke", ["model.names=[test_resnet, test_vit]", "train.jobs=3"])
+    cpu = torch.device("cpu")
+    assert parallel.plan(cfg, 4, cpu, False) == (3, 2)
+    assert parallel.plan(cfg, 2, cpu, False) == (2, 4)  # never more processes than trainings
+    assert parallel.plan(cfg, 1, cpu, False) == (1, 0)
+    assert parallel.plan(load_config("smoke", ["train.jobs=3", "train.num_threads=1"]), 4, cpu, False) == (3, 1)
+    assert parallel.plan(cfg, 4, torch.device("cuda", 0), False) == (1, 0)
+    assert parallel.plan(cfg, 4, cpu, True) == (1, 0)
+    by_epochs = load_config("smoke", ["model.names=[a, b, c]", "train.epochs=2", "train.epochs_by_model={c: 9, b: 3}"])
+    assert parallel.order(by_epochs, [("a", 0), ("b", 0), ("c", 0), ("c", 1)]) == [2, 3, 1, 0]
