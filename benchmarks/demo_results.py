@@ -39,6 +39,20 @@ def stage_rows(timings: dict[str, Any]) -> list[str]:
     return ["| stage | seconds |", "|---|---|", *rows]
 
 
+def training_line(run: Path) -> str:
+    """Each model's training seconds and epochs, from its history.csv (seed 0), as one sentence."""
+    import csv
+
+    parts = []
+    for hist in sorted(run.glob("train/*/0/history.csv")):
+        with hist.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        meta = _read(hist.parent, "model.json") or {}
+        threads = f", {meta['torch_threads']} thread(s)" if "torch_threads" in meta else ""
+        parts.append(f"{hist.parent.parent.name} {sum(float(r['seconds']) for r in rows):.0f} s ({len(rows)} epochs{threads})")
+    return f"Training per model (seconds of its epochs): {', '.join(parts)}." if parts else ""
+
+
 def model_rows(metrics: dict[str, Any]) -> list[str]:
     out = ["| model | seed | accuracy | macro AUC [95% CI] | screening AUC [95% CI] | largest predicted class share |",
            "|---|---|---|---|---|---|"]
@@ -80,6 +94,8 @@ def table(run: Path) -> str:
     timings = _read(run, "timings.json")
     if timings:
         lines += ["## Seconds per stage (`medauc run --config demo`)", "", *stage_rows(timings), ""]
+        if training_line(run):
+            lines += [training_line(run), ""]
     metrics = _read(run, "metrics.json")
     if metrics:
         lines += ["## Table 1: test metrics, trained on the augmented set", "", f"Bars ({BARS}).", "", *model_rows(metrics), ""]

@@ -209,3 +209,19 @@ def test_augmentation_section_warns_of_a_denoiser_at_another_size(tmp_path):
     md = (run / "report.md").read_text()
     assert "Warning: augment.image\\_size=16 differs from data.image\\_size=32" in md
     assert "(AUC, at the classifier's 32 px)" in md
+
+
+def test_phantom_caption_names_the_anatomy_in_words(tmp_path):
+    # phantom.json's anatomy is a mapping {source, path, description}: the caption shows the
+    # description, not the mapping's Python repr.
+    from PIL import Image
+
+    cfg, run = _fake_run(tmp_path)
+    (run / "phantom").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "phantom" / "montage.png")
+    write_json(run / "phantom" / "phantom.json", {"anatomy": {"source": "colin27", "path": "/usr/share/x.nii.gz",
+                                                               "description": "Colin27 head with MNI152 brain mask"}})
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    assert "Anatomy: Colin27 head with MNI152 brain mask." in md
+    assert "{'source'" not in md

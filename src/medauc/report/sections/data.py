@@ -78,6 +78,8 @@ def data_section(ctx: Context) -> None:
     if montage.exists():
         info = ctx.json("phantom/phantom.json") or {}
         anatomy = info.get("anatomy") or info.get("anatomy_source") or "see phantom.json"
+        if isinstance(anatomy, dict):  # {source, path, description}: the sentence, not the mapping
+            anatomy = anatomy.get("description") or anatomy.get("source") or "see phantom.json"
         doc.figure(figures.read_png(montage), f"The built-in phantom: a row per class (lesion outlines where shown). Anatomy: {anatomy}.", "phantom_montage.png", 900)
     subjects = ctx.path("phantom/montage_subjects.png")
     if subjects.exists():
