@@ -32,10 +32,13 @@ def _est(cell: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def stage_rows(timings: dict[str, Any]) -> list[str]:
+    """Each stage's seconds when it last did its work (``computed``; older runs: the last run's)."""
     last = timings.get("last_run", {})
-    rows = [f"| {k} | {v:.1f} |" for k, v in last.items() if k != "total"]
+    computed = timings.get("computed") or last
+    rows = [f"| {k} | {computed.get(k, v):.1f} |" for k, v in last.items() if k != "total"]
     if "total" in last:
-        rows.append(f"| **total** | **{last['total']:.1f}** |")
+        total = sum(computed.get(k, v) for k, v in last.items() if k != "total") if "computed" in timings else last["total"]
+        rows.append(f"| **total** | **{total:.1f}** |")
     return ["| stage | seconds |", "|---|---|", *rows]
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medauc import stages
+from medauc import records, stages
 from medauc.config import Config
 from medauc.fileio import read_json, write_json
 from medauc.runs import open_run
@@ -39,20 +39,25 @@ def run_pipeline(cfg: Config, run_dir: Path, data: str | None = None, force: boo
     """Run every stage the config asks for; return seconds per stage (also written to ``timings.json``)."""
     timings_path = run_dir / "timings.json"
     timings: dict[str, float] = {}
+    # "computed": each stage's seconds when it last did its work. A rerun that finds a stage up to
+    # date spends a fraction of a second on it ("last_run"), and keeps the stage's computed time.
+    computed: dict[str, float] = (read_json(timings_path).get("computed", {}) if timings_path.exists() else {})
     verified: set[Any] = set()  # stages whose files were checked in this run: none is hashed twice
     total = time.perf_counter()
     for stage in stages.pipeline(cfg):
         t0 = time.perf_counter()
         print(f"medauc run: stage {stage.name} ...", flush=True)
         options = {"data_dir": data} if stage.name == "prepare" else {}
+        before = records.stage_record(run_dir, stage.name)
         stages.run(stage.name, cfg, run_dir, force, verified=verified, **options)
         timings[stage.name] = round(time.perf_counter() - t0, 2)
+        if not stage.recorded or before is None or records.stage_record(run_dir, stage.name) != before:
+            computed[stage.name] = timings[stage.name]  # it ran (a new record), or it has no record to skip by
         print(f"medauc run: stage {stage.name} done in {timings[stage.name]:.1f} s", flush=True)
         # Written after every stage, so the report (the last stage) can show the earlier ones.
-        previous = read_json(timings_path) if timings_path.exists() else {}
-        write_json(timings_path, {**previous, "last_run": timings})
+        write_json(timings_path, {"last_run": timings, "computed": computed})
     timings["total"] = round(time.perf_counter() - total, 2)
-    write_json(timings_path, {"last_run": timings})
+    write_json(timings_path, {"last_run": timings, "computed": computed})
     return timings
 
 
