@@ -287,3 +287,22 @@ def test_epochs_by_model_sets_one_models_epochs_and_key_only() -> None:
         load_config("smoke", ["model.names=[test_resnet]", "train.epochs_by_model={test_vit: 5}"])
     with pytest.raises(ConfigError, match="train.epochs_by_model"):
         load_config("smoke", ["model.names=[test_resnet]", "train.epochs_by_model={test_resnet: 0}"])
+
+
+def test_lr_by_model_sets_one_models_rate_and_key_only() -> None:
+    # Catches: the table ignored (test_vit trains at train.lr), another model's key changed by an entry
+    # that is not its own, and a bad rate or a stray name accepted.
+    from medauc.config import ConfigError
+
+    base = ["model.names=[test_resnet,test_vit]", "train.lr=0.003"]
+    cfg = load_config("smoke", base)
+    with_table = load_config("smoke", [*base, "train.lr_by_model={test_vit: 0.001}"])
+    assert st.model_config(with_table, "test_vit").train.lr == 0.001
+    assert st.model_config(with_table, "test_resnet").train.lr == 0.003
+    assert st.stage_key(with_table, "test_resnet", 0, "m") == st.stage_key(cfg, "test_resnet", 0, "m")
+    low = load_config("smoke", ["model.names=[test_resnet,test_vit]", "train.lr=0.001"])
+    assert st.stage_key(with_table, "test_vit", 0, "m") == st.stage_key(low, "test_vit", 0, "m")
+    with pytest.raises(ConfigError, match="not in model.names"):
+        load_config("smoke", ["model.names=[test_resnet]", "train.lr_by_model={test_vit: 0.001}"])
+    with pytest.raises(ConfigError, match="train.lr_by_model"):
+        load_config("smoke", ["model.names=[test_resnet]", "train.lr_by_model={test_resnet: 0}"])

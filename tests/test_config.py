@@ -148,20 +148,21 @@ def test_plain_forms_are_lists_and_dicts():
     assert config_hash(cfg.train.epochs_by_model) == config_hash({"resnet18": 3})
     # replace() merges a mapping into train.epochs_by_model as it merged a dict
     merged = replace(cfg, **{"train.epochs_by_model": load_config("demo").train.epochs_by_model})
-    assert merged.train.epochs_by_model == {"resnet18": 3, "efficientnet_es": 12, "densenet121": 12}
+    assert merged.train.epochs_by_model == {"resnet18": 3, "efficientnet_es": 12}
 
 
 # Digests computed before configs were frozen (lists and dicts): freezing them must not change a
 # stage's cache key, or a finished run folder would recompute every stage. Change a digest only
 # with a deliberate change of configs/<name>.yaml, and say so in the commit.
 KEYS = {
-    # demo: changed deliberately (issue 12: augment.multiple 2, densenet121 12 epochs, train.jobs 2);
-    # config.yaml of both: the new train.jobs field (an older config.yaml is read with its default).
-    "demo": {"config.yaml": "bbb44ee1580375cf", "augment": "7879da5b94949217", "strategies": "5e52b6e3509a5d19",
-             "evaluate": "ed0c3ed746e0cda4", "train": "a64535f64d3cef83", "train/resnet18": "ffd32318ba9dd03a",
-             "train/densenet121": "548a47cd1044f0ed", "train/efficientnet_es": "eecbc1f6fd7bb676",
+    # demo: changed deliberately (issue 12: augment.multiple 2, train.jobs 2, densenet121's lr 0.0015);
+    # config.yaml of both: the new train.jobs and train.lr_by_model fields (an older config.yaml is
+    # read with their defaults). Every other key of smoke is as before them.
+    "demo": {"config.yaml": "125ddfc1d0514aec", "augment": "7879da5b94949217", "strategies": "893be93270bf5959",
+             "evaluate": "ed0c3ed746e0cda4", "train": "1c7b75199e848335", "train/resnet18": "ffd32318ba9dd03a",
+             "train/densenet121": "e9d379065d1bc35e", "train/efficientnet_es": "eecbc1f6fd7bb676",
              "train/efficientformerv2_s0": "2c54d47b67472f9c"},
-    "smoke": {"config.yaml": "d3d43adea60c601d", "augment": "18029e2ca29338e3", "strategies": "69ff210a2f9fa39c",
+    "smoke": {"config.yaml": "6e861500d3b7740e", "augment": "18029e2ca29338e3", "strategies": "69ff210a2f9fa39c",
               "evaluate": "e8c1737596fe5fe6", "train": "b99c009f7bf8b630", "train/test_resnet": "3213bb00188213a0",
               "train/test_vit": "377a45d4a03bb8bf"},
 }

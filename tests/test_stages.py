@@ -184,7 +184,7 @@ def test_keys_are_those_of_before_the_registry(tmp_path):
     assert stages.stage_key(stages.get("augment"), cfg, tmp_path) == config_hash(
         cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level, sha)
     model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "names"}
-    train = {k: v for k, v in to_dict(cfg.train).items() if k != "jobs"}  # train.jobs came later
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("jobs", "lr_by_model")}  # added later
     assert stages.stage_key(stages.get("strategies"), cfg, tmp_path) == config_hash(
         cfg.augment, model, train, cfg.data.image_size, cfg.data.classes, cfg.evaluate, cfg.seed, sha, aug)
 

@@ -98,6 +98,7 @@ class TrainConfig(Frozen):
 
     epochs: int = 10  # at most this many epochs
     epochs_by_model: Mapping[str, int] = field(default_factory=dict)  # {timm name: epochs} for models that need another count than train.epochs
+    lr_by_model: Mapping[str, float] = field(default_factory=dict)  # {timm name: learning rate} for models that need another train.lr
     batch_size: int = 32  # images per step (total over all processes under torchrun)
     lr: float = 1e-4  # learning rate (the peak under schedule onecycle)
     weight_decay: float = 1e-4  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)

@@ -250,12 +250,18 @@ def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict
     return out
 
 
+# Config fields added after run folders existed: left out of every key while at their default, so
+# that those folders keep their keys (the per-model training keys do the same, classify/stage.py).
+LATER_DEFAULTS = {"train.lr_by_model": {}}
+
+
 def _config_value(cfg: Config, path: str, drop: list[str]) -> Any:
     value: Any = to_dict(cfg)
     for part in path.split("."):
         value = value[part]
     if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if f"{path}.{k}" not in drop}
+        value = {k: v for k, v in value.items()
+                 if f"{path}.{k}" not in drop and LATER_DEFAULTS.get(f"{path}.{k}", object()) != v}
     return value
 
 

@@ -214,7 +214,7 @@ RULES: dict[str, Check] = {
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k not in ("aliases", "counts", "epochs_by_model"):
+        if isinstance(v, dict) and k not in ("aliases", "counts", "epochs_by_model", "lr_by_model"):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -261,6 +261,14 @@ def check_ranges(cfg: Config) -> None:
     stray = sorted(set(by_model) - set(cfg.model.names))
     if stray:
         raise _fail("train.epochs_by_model", by_model,
+                    f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
+    lrs = cfg.train.lr_by_model
+    bad = {k: v for k, v in lrs.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+    if bad:
+        raise _fail("train.lr_by_model", lrs, f"learning rates must be numbers > 0; got {bad}")
+    stray = sorted(set(lrs) - set(cfg.model.names))
+    if stray:
+        raise _fail("train.lr_by_model", lrs,
                     f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
     if len(a.channels) < 2:
         raise _fail("augment.channels", a.channels, "the U-Net needs at least two levels, e.g. [16, 32, 64]")

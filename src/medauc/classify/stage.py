@@ -61,14 +61,15 @@ def data_classes(cfg: Config, df: pd.DataFrame) -> list[str]:
 
 
 def model_config(cfg: Config, model_name: str) -> Config:
-    """``cfg`` as one model trains under it: ``train.epochs`` from ``train.epochs_by_model`` when it
-    names the model, and the per-model table emptied, so that a model's key (and its run) depends
-    only on its own epochs, not on another model's entry."""
-    by_model = cfg.train.epochs_by_model
-    if not by_model:
+    """``cfg`` as one model trains under it: ``train.epochs`` from ``train.epochs_by_model`` and
+    ``train.lr`` from ``train.lr_by_model`` when they name the model, and the per-model tables emptied,
+    so that a model's key (and its run) depends only on its own settings, not on another model's entry."""
+    by_model, lrs = cfg.train.epochs_by_model, cfg.train.lr_by_model
+    if not by_model and not lrs:
         return cfg
-    # dataclasses.replace, not config.replace: the latter merges dicts, so it cannot empty the table.
-    train = dataclasses.replace(cfg.train, epochs=int(by_model.get(model_name, cfg.train.epochs)), epochs_by_model={})
+    # dataclasses.replace, not config.replace: the latter merges dicts, so it cannot empty the tables.
+    train = dataclasses.replace(cfg.train, epochs=int(by_model.get(model_name, cfg.train.epochs)), epochs_by_model={},
+                                lr=float(lrs.get(model_name, cfg.train.lr)), lr_by_model={})
     return dataclasses.replace(cfg, train=train)
 
 
@@ -77,7 +78,7 @@ def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str
     cfg = model_config(cfg, model_name)
     # Fields added after the first trained models: at their default, old models keep their keys.
     later = ("zero_head", "affine", "amp_dtype", "optimizer", "schedule", "warmup", "label_smoothing", "sync_bn",
-             "epochs_by_model")
+             "epochs_by_model", "lr_by_model")
     train = {k: v for k, v in without_later_defaults(cfg.train, later).items() if k not in ("seeds", "num_threads", "jobs", "device")}
     model = {k: v for k, v in to_dict(cfg.model).items() if k != "names"}
     data = {"image_size": cfg.data.image_size, "classes": cfg.data.classes}
