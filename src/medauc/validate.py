@@ -229,6 +229,18 @@ def _fail(key: str, value: Any, why: str) -> ConfigError:
     return ConfigError(f"{key}={shown}: {why}")
 
 
+def _check_by_model(cfg: Config, name: str, ok: Any, what: str) -> None:
+    """``train.<name>`` (a per-model table): every value ``ok``, every model in model.names."""
+    table = getattr(cfg.train, name)
+    bad = {k: v for k, v in table.items() if not ok(v)}
+    if bad:
+        raise _fail(f"train.{name}", table, f"{what}; got {bad}")
+    stray = sorted(set(table) - set(cfg.model.names))
+    if stray:
+        raise _fail(f"train.{name}", table,
+                    f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
+
+
 def check_ranges(cfg: Config) -> None:
     """Every value in its range and every choice among the allowed strings; ConfigError on the first bad one.
 
@@ -254,22 +266,10 @@ def check_ranges(cfg: Config) -> None:
         raise _fail("phantom.counts", p.counts, "counts must be >= 0")
     if p.counts and sum(p.counts.values()) < 1:
         raise _fail("phantom.counts", p.counts, "must hold at least one image")
-    by_model = cfg.train.epochs_by_model
-    bad = {k: v for k, v in by_model.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
-    if bad:
-        raise _fail("train.epochs_by_model", by_model, f"epochs must be integers >= 1; got {bad}")
-    stray = sorted(set(by_model) - set(cfg.model.names))
-    if stray:
-        raise _fail("train.epochs_by_model", by_model,
-                    f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
-    lrs = cfg.train.lr_by_model
-    bad = {k: v for k, v in lrs.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
-    if bad:
-        raise _fail("train.lr_by_model", lrs, f"learning rates must be numbers > 0; got {bad}")
-    stray = sorted(set(lrs) - set(cfg.model.names))
-    if stray:
-        raise _fail("train.lr_by_model", lrs,
-                    f"{stray[0]!r} is not in model.names ({', '.join(cfg.model.names)}); name a configured model or remove it")
+    _check_by_model(cfg, "epochs_by_model", lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= 1,
+                    "epochs must be integers >= 1")
+    _check_by_model(cfg, "lr_by_model", lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0,
+                    "learning rates must be numbers > 0")
     if len(a.channels) < 2:
         raise _fail("augment.channels", a.channels, "the U-Net needs at least two levels, e.g. [16, 32, 64]")
     div = 2 ** (len(a.channels) - 1)
