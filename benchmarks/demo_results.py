@@ -97,8 +97,8 @@ def table(run: Path) -> str:
     timings = _read(run, "timings.json")
     if timings:
         lines += ["## Seconds per stage (`medauc run --config demo`)", "", *stage_rows(timings), ""]
-        if training_line(run):
-            lines += [training_line(run), ""]
+        line = training_line(run)
+        lines += [line, ""] if line else []
     metrics = _read(run, "metrics.json")
     if metrics:
         lines += ["## Table 1: test metrics, trained on the augmented set", "", f"Bars ({BARS}).", "", *model_rows(metrics), ""]

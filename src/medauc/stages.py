@@ -25,6 +25,7 @@ their own records through :func:`medauc.records.check_stage`, which verifies fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from medauc import fileio, lock, records
-from medauc.config import Config, config_hash, to_dict
+from medauc.config import Config, config_hash, to_dict, without_later_defaults
 from medauc.errors import RunFolderError
 
 log = logging.getLogger(__name__)
@@ -250,18 +251,19 @@ def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict
     return out
 
 
-# Config fields added after run folders existed: left out of every key while at their default, so
-# that those folders keep their keys (the per-model training keys do the same, classify/stage.py).
-LATER_DEFAULTS = {"train.lr_by_model": {}}
+# Fields of a config section added after the registry: left out of every key while at their default,
+# so that run folders made before them keep their keys (config.without_later_defaults).
+LATER = {"train": ("lr_by_model",)}
 
 
 def _config_value(cfg: Config, path: str, drop: list[str]) -> Any:
-    value: Any = to_dict(cfg)
-    for part in path.split("."):
+    section, *rest = path.split(".")
+    top = getattr(cfg, section)
+    value: Any = without_later_defaults(top, LATER.get(section, ())) if dataclasses.is_dataclass(top) else to_dict(cfg)[section]
+    for part in rest:
         value = value[part]
     if isinstance(value, dict):
-        value = {k: v for k, v in value.items()
-                 if f"{path}.{k}" not in drop and LATER_DEFAULTS.get(f"{path}.{k}", object()) != v}
+        value = {k: v for k, v in value.items() if f"{path}.{k}" not in drop}
     return value
 
 

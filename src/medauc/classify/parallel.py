@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,10 +58,9 @@ def plan(cfg: Config, n_tasks: int, device: torch.device, distributed: bool) -> 
     return jobs, threads
 
 
-def order(cfg: Config, tasks: list[tuple[str, int]]) -> list[int]:
-    """Indexes of ``tasks`` (model, seed), most epochs first (stable): the long trainings start first."""
-    by_model = cfg.train.epochs_by_model
-    return sorted(range(len(tasks)), key=lambda i: -int(by_model.get(tasks[i][0], cfg.train.epochs)))
+def order(epochs: list[int]) -> list[int]:
+    """Indexes of the trainings, most ``epochs`` first (stable): the long trainings start first."""
+    return sorted(range(len(epochs)), key=lambda i: -epochs[i])
 
 
 def _init(threads: int, level: int) -> None:
@@ -69,17 +68,19 @@ def _init(threads: int, level: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _run(train_one: Callable[..., dict[str, Any]], cfg_dict: dict[str, Any], args: tuple[Any, ...]) -> dict[str, Any]:
-    out_dir, model_name, seed, classes, train, sets, monitor_split, manifest_sha, force = args
-    return train_one(from_dict(cfg_dict), out_dir, model_name, seed, classes, train, sets, monitor_split,
-                     manifest_sha, ddp.Dist(), force)
+def _run(train_one: Callable[..., dict[str, Any]], cfg_dict: dict[str, Any], *args: Any) -> dict[str, Any]:
+    *before, force = args  # train_one's arguments, less the config (sent as a dict) and the process's Dist
+    return train_one(from_dict(cfg_dict), *before, ddp.Dist(), force)
 
 
 def train_parallel(
-    train_one: Callable[..., dict[str, Any]], cfg: Config, out_dir: Path, tasks: list[tuple[str, int]], classes: list[str], train: ImageSet,
-    sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, force: bool, jobs: int, threads: int,
+    train_one: Callable[..., dict[str, Any]], cfg: Config, out_dir: Path, tasks: list[tuple[str, int]], epochs: list[int],
+    classes: list[str], train: ImageSet, sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, force: bool,
+    jobs: int, threads: int,
 ) -> list[dict[str, Any]]:
     """Train ``tasks`` (model, seed), ``jobs`` at a time with ``threads`` threads each; results in ``tasks`` order.
+
+    ``epochs``: each task's epoch count (the most start first).
 
     ``train_one``: :func:`medauc.classify.stage.train_one` (passed by reference to each process).
 
@@ -93,9 +94,9 @@ def train_parallel(
     pool = ctx.Pool(jobs, initializer=_init, initargs=(threads, logging.getLogger("medauc").getEffectiveLevel()))
     try:
         pending = {
-            i: pool.apply_async(_run, (train_one, cfg_dict, (out_dir, tasks[i][0], tasks[i][1], classes, train, sets,
-                                                  monitor_split, manifest_sha, force)))
-            for i in order(cfg, tasks)
+            i: pool.apply_async(_run, (train_one, cfg_dict, out_dir, *tasks[i], classes, train, sets, monitor_split,
+                                       manifest_sha, force))
+            for i in order(epochs)
         }
         while pending:  # the first failure, whichever training it is in, stops the run at once
             for i in [i for i, res in pending.items() if res.ready()]:

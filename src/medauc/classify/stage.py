@@ -155,7 +155,9 @@ def train_stage(
     jobs, threads = parallel.plan(cfg, len(tasks), d.device, d.enabled)
     try:
         if jobs > 1:
-            return parallel.train_parallel(train_one, cfg, out_dir, tasks, classes, train, loaded, monitor_split, manifest_sha, force, jobs, threads)
+            epochs = [model_config(cfg, m).train.epochs for m, _ in tasks]
+            return parallel.train_parallel(train_one, cfg, out_dir, tasks, epochs, classes, train, loaded, monitor_split,
+                                           manifest_sha, force, jobs, threads)
         return [train_one(cfg, out_dir, m, s, classes, train, loaded, monitor_split, manifest_sha, d, force) for m, s in tasks]
     finally:
         ddp.cleanup(d)
