@@ -156,12 +156,12 @@ def test_denoiser_at_another_size_is_warned_and_check_d_sees_the_classifier_size
 
     seen = []
 
-    def spy(originals, generated, *args, **kwargs):
-        seen.append((originals.shape, generated.shape))
-        return real(originals, generated, *args, **kwargs)
+    def spy(images, *args, **kwargs):
+        seen.append(images.shape)
+        return real(images, *args, **kwargs)
 
-    real = artefacts.artefact_detectability
-    monkeypatch.setattr(artefacts, "artefact_detectability", spy)
+    real = artefacts.image_features
+    monkeypatch.setattr(artefacts, "image_features", spy)
     make_run(tmp_path, {"healthy": (12, 2, 2), "glioma": (3, 1, 1)})
     cfg = tiny_config(**{"augment.image_size": 16, "data.image_size": 32, "augment.sigmas": [0.1], "augment.multiple": 2.0,
                          "data.classes": ["healthy", "glioma"]})
@@ -169,7 +169,7 @@ def test_denoiser_at_another_size_is_warned_and_check_d_sees_the_classifier_size
         result = augment_stage(cfg, tmp_path, progress=False)
     # check (d) on the 12 originals and 12 restorations as the classifier reads them (32 px), not as
     # the denoiser made them (16 px): the resizing signature is part of what it must catch
-    assert seen == [((12, 32, 32), (12, 32, 32))]
+    assert seen == [(12, 32, 32), (12, 32, 32)]  # the originals, then the restorations
     assert result["d_artefact_detectability"]["image_size"] == 32
     assert result["image_size"]["denoiser"] == 16 and result["image_size"]["classifier"] == 32
     assert "augment.image_size=16 differs from data.image_size=32" in result["image_size"]["warning"]

@@ -35,3 +35,25 @@ def test_a_terminal_gets_the_bar_and_disable_still_wins(monkeypatch, caplog):
         list(progress_bar(range(3), desc="bar", file=err))
         list(progress_bar(range(3), desc="quiet", disable=True))
     assert "bar: 100%" in err.getvalue() and not caplog.records
+
+
+def test_long_work_off_a_terminal_gets_a_line_at_least_every_interval(monkeypatch, caplog):
+    """A 5-hour epoch must not be silent in a log: with the interval at 0 s every step gets a line
+    with its count, share, rate and time left (the real interval is 30 s)."""
+    monkeypatch.setattr(progress_mod.sys, "stderr", io.StringIO())
+    monkeypatch.setattr(progress_mod, "INTERVAL_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="medauc.progress"):
+        with progress_bar(total=4, desc="train m seed 0", unit="step", initial=1) as bar:
+            for _ in range(3):
+                bar.update(1)
+        list(progress_bar(range(2), desc="generate", unit="batch"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "train m seed 0: 4 step ..."
+    assert lines[1].startswith("train m seed 0: 2/4 step (50%), ") and "step/s, about" in lines[1] and lines[1].endswith("left")
+    assert lines[3].startswith("train m seed 0: 4/4 step (100%)") and lines[4].startswith("train m seed 0: done in")
+    assert lines[6].startswith("generate: 1/2 batch (50%)") and lines[7].startswith("generate: 2/2 batch (100%)")
+    monkeypatch.setattr(progress_mod, "INTERVAL_S", 3600.0)  # short work at the real interval: start and end only
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="medauc.progress"):
+        list(progress_bar(range(50), desc="quick", unit="img"))
+    assert len(caplog.records) == 2

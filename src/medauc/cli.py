@@ -101,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medauc.errors import RunFolderError
     from medauc.lock import release_all
 
+    if argv is None:  # the `medauc` command itself (not a call from Python): the allocator settings first
+        from medauc.allocator import ensure_tunables
+
+        ensure_tunables(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), "")
     early = _early_config_error(command, argv)

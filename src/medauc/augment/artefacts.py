@@ -7,6 +7,7 @@ schema is in :mod:`medauc.augment.checks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,23 @@ FEATURE_NAMES = (
 )
 
 
-def image_features(images: np.ndarray) -> np.ndarray:
+FEATURE_BLOCK = 32  # images per block: the float64 temporaries (and a 3x3 convolution's unfolding) stay near 0.4 GB at 224 px
+
+
+def image_features(images: np.ndarray, block: int = FEATURE_BLOCK) -> np.ndarray:
     """Simple statistics per image: (N, S, S) in [0, 1] -> (N, len(FEATURE_NAMES)) float64.
+
+    Computed ``block`` images at a time (each image's features depend on that image alone), so
+    the float64 temporaries (about 40 copies of a block) do not grow with N.
+    """
+    images = np.asarray(images)
+    if len(images) <= block:
+        return _features(images)
+    return np.concatenate([_features(images[i:i + block]) for i in range(0, len(images), block)])
+
+
+def _features(images: np.ndarray) -> np.ndarray:
+    """:func:`image_features` of one block.
 
     Intensity summaries and histogram, edge and Laplacian energy, the residual after a 3x3 box blur
     (a noise estimate), the share of spectral power at high and middle frequencies, and the number
@@ -79,24 +95,32 @@ def image_features(images: np.ndarray) -> np.ndarray:
 
 def _auc(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
     """Weighted Mann-Whitney AUC (ties count one half); weights per case."""
-    if w is None:
-        w = np.ones(len(y))
-    pos, neg = y == 1, y == 0
-    wp, wn = w[pos].sum(), w[neg].sum()
-    if wp == 0 or wn == 0:
-        return float("nan")
+    return _weighted_auc(y, s)(np.ones(len(y)) if w is None else w)
+
+
+def _weighted_auc(y: np.ndarray, s: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The AUC of scores ``s`` for labels ``y`` as a function of per-case weights: the sort is done
+    once, so each bootstrap replicate costs O(n), not O(n log n)."""
     order = np.argsort(s, kind="mergesort")
-    ss, yy, ww = s[order], y[order], w[order]
+    ss, yy = s[order], y[order]
     # for each distinct score: negative weight strictly below plus half the ties
     uniq, start = np.unique(ss, return_index=True)
-    neg_w = np.where(yy == 0, ww, 0.0)
-    cum = np.concatenate([[0.0], np.cumsum(neg_w)])
     end = np.append(start[1:], len(ss))
-    below = cum[start]
-    tied = cum[end] - cum[start]
     grp = np.searchsorted(uniq, ss)
-    credit = below[grp] + 0.5 * tied[grp]
-    return float((ww * (yy == 1) * credit).sum() / (wp * wn))
+    pos_sorted, neg_sorted = yy == 1, yy == 0
+
+    def auc(w: np.ndarray) -> float:
+        ww = np.asarray(w, dtype=np.float64)[order]
+        wp, wn = ww[pos_sorted].sum(), ww[neg_sorted].sum()
+        if wp == 0 or wn == 0:
+            return float("nan")
+        cum = np.concatenate([[0.0], np.cumsum(np.where(neg_sorted, ww, 0.0))])
+        below = cum[start]
+        tied = cum[end] - cum[start]
+        credit = below[grp] + 0.5 * tied[grp]
+        return float((ww * pos_sorted * credit).sum() / (wp * wn))
+
+    return auc
 
 
 def artefact_detectability(
@@ -114,19 +138,36 @@ def artefact_detectability(
     ``source_index`` (M,) gives each generated image's original (row of ``originals``). Scores are
     out-of-fold; folds and the bootstrap resample source images (clusters: an original with its
     restorations), so correlated images are never split and the interval is not too narrow.
+    The stage computes the features a block at a time and calls :func:`detectability_from_features`.
     """
+    if len(originals) < 2 * folds or len(generated) == 0:
+        raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; "
+                              f"got {len(originals)} and {len(generated)}")
+    return detectability_from_features(image_features(quantise(originals)), image_features(quantise(generated)),
+                                       source_index, sigmas, seed, folds, n_bootstrap, level)
+
+
+def detectability_from_features(
+    x_original: np.ndarray,
+    x_generated: np.ndarray,
+    source_index: np.ndarray,
+    sigmas: np.ndarray | None = None,
+    seed: int = 0,
+    folds: int = 5,
+    n_bootstrap: int = 2000,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Check (d) from :func:`image_features` of the (quantised) originals (N, F) and generated images (M, F)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    originals = quantise(originals)
-    generated = quantise(generated)
     source_index = np.asarray(source_index, dtype=np.int64)
-    n = len(originals)
-    if n < 2 * folds or len(generated) == 0:
-        raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; got {n} and {len(generated)}")
-    X = np.concatenate([image_features(originals), image_features(generated)])
-    y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(len(generated), dtype=np.int64)])
+    n = len(x_original)
+    if n < 2 * folds or len(x_generated) == 0:
+        raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; got {n} and {len(x_generated)}")
+    X = np.concatenate([x_original, x_generated])
+    y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(len(x_generated), dtype=np.int64)])
     group = np.concatenate([np.arange(n), source_index])
     rng = np.random.default_rng(seed)
     fold_of_source = np.empty(n, dtype=np.int64)
@@ -145,9 +186,10 @@ def artefact_detectability(
 
     # Cluster bootstrap over source images.
     reps = np.empty(n_bootstrap)
+    auc_of = _weighted_auc(y, score)
     for b in range(n_bootstrap):
         counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        reps[b] = _auc(y, score, counts[group])
+        reps[b] = auc_of(counts[group])
     ci = list(percentile_interval(reps, level))  # undefined replicates left out; none left -> nan
 
     per_sigma = []
@@ -165,11 +207,11 @@ def artefact_detectability(
         "level": level,
         "method": "logistic regression on image statistics, out-of-fold by source; cluster bootstrap CI",
         "n_original": int(n),
-        "n_generated": int(len(generated)),
+        "n_generated": int(len(x_generated)),
         "folds": int(folds),
         "per_sigma": per_sigma,
         "features": [{"name": FEATURE_NAMES[i], "coefficient": float(coef[i])} for i in order[:8]],
     }
 
 
-__all__ = ["FEATURE_NAMES", "artefact_detectability", "image_features"]
+__all__ = ["FEATURE_NAMES", "artefact_detectability", "detectability_from_features", "image_features"]

@@ -45,6 +45,7 @@ Schema of both (every share is in [0, 1]; every interval is ``[low, high]`` at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,13 +70,7 @@ def _summary(x: np.ndarray) -> dict[str, float]:
 
 def generated_quality(generated: np.ndarray, sources: np.ndarray, sigmas: np.ndarray) -> list[dict[str, Any]]:
     """PSNR (dB) and SSIM of each generated image (M, S, S) against its clean source (M, S, S), per sigma (M,)."""
-    p = np.minimum(psnr(generated, sources), 100.0)
-    s = ssim(generated, sources)
-    rows = []
-    for sigma in sorted(set(np.asarray(sigmas, dtype=float).tolist())):
-        m = np.asarray(sigmas) == sigma
-        rows.append({"sigma": sigma, "n": int(m.sum()), "psnr": float(p[m].mean()), "ssim": float(s[m].mean())})
-    return rows
+    return _quality_rows(np.minimum(psnr(generated, sources), 100.0), ssim(generated, sources), sigmas)
 
 
 # ----------------------------------------------------------------------------- (c) memorisation
@@ -103,6 +98,163 @@ def _nearest_other(query: np.ndarray, pool: np.ndarray, exclude: np.ndarray, chu
     return best, corr
 
 
+SAMPLE_GENERATED = 2000  # check (c)'s nearest-other search: at most this many generated images (and sources)
+
+
+def sample_sources(source_index: np.ndarray, n_sources: int, seed: int, limit: int = SAMPLE_GENERATED) -> np.ndarray:
+    """(M,) bool: the generated images whose source is in a seeded sample of sources holding at most
+    ``limit`` generated images (every image when there are no more than ``limit``). Whole sources,
+    so the restorations of one source (its siblings) are sampled together."""
+    source_index = np.asarray(source_index, dtype=np.int64)
+    if len(source_index) <= limit:
+        return np.ones(len(source_index), dtype=bool)
+    per_source = np.bincount(source_index, minlength=n_sources)
+    order = np.random.default_rng(seed).permutation(n_sources)
+    take = order[np.cumsum(per_source[order]) <= limit]
+    return np.isin(source_index, take)
+
+
+class GeneratedChecks:
+    """Checks (b) and (c) on generated images that arrive a block at a time (:meth:`add`).
+
+    Per generated image it keeps a few numbers (PSNR and SSIM to its source, a ``lowres``-px
+    unit vector, check (d)'s features when asked) and the pixels of the sampled images only
+    (:func:`sample_sources`), so memory does not grow with the number of generated images beyond
+    those numbers. ``sources`` (N, S, S) are the healthy training images the plan indexes,
+    ``source_index`` (M,) and ``sigmas`` (M,) describe the plan. Given every image in one block,
+    or in many, the results are the same.
+    """
+
+    def __init__(self, sources: np.ndarray, source_index: np.ndarray, sigmas: np.ndarray, lowres: int = 32,
+                 features: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
+                 sample_limit: int = SAMPLE_GENERATED) -> None:
+        self.sources = sources
+        self.source_index = np.asarray(source_index, dtype=np.int64)
+        self.sigmas = np.asarray(sigmas, dtype=float)
+        m = len(self.source_index)
+        self.lowres = min(lowres, sources.shape[-1]) if len(sources) else lowres
+        self.psnr = np.full(m, np.nan)
+        self.ssim_source = np.full(m, np.nan)
+        self.rows = np.zeros((m, self.lowres * self.lowres))
+        self.features = features
+        self.feature_rows: np.ndarray | None = None
+        self.sampled = sample_sources(self.source_index, len(sources), seed, sample_limit)
+        self.kept: dict[int, np.ndarray] = {}
+        self.seen = np.zeros(m, dtype=bool)
+
+    def add(self, sl: slice, generated: np.ndarray) -> None:
+        """Take the generated images of plan rows ``sl`` (b, S, S), as restored (quantised here, as saved)."""
+        q = quantise(generated)
+        src = quantise(_as_float(self.sources[self.source_index[sl]]))
+        self.psnr[sl] = np.minimum(psnr(q, src), 100.0)
+        self.ssim_source[sl] = ssim(q, src)
+        self.rows[sl] = _unit_rows(q, self.lowres)
+        if self.features is not None:
+            f = self.features(q)
+            if self.feature_rows is None:
+                self.feature_rows = np.zeros((len(self.source_index), f.shape[1]))
+            self.feature_rows[sl] = f
+        for i in np.flatnonzero(self.sampled[sl]):
+            self.kept[sl.start + int(i)] = q[i].copy()  # a copy: a view would keep the whole block alive
+        self.seen[sl] = True
+
+    def quality(self) -> list[dict[str, Any]]:
+        """Check (b)'s ``generated`` rows: mean PSNR and SSIM to the source, per sigma."""
+        self._check_complete()
+        return _quality_rows(self.psnr, self.ssim_source, self.sigmas)
+
+    def memorisation(self, train_images: np.ndarray, train_index: np.ndarray, healthy_index: np.ndarray,
+                     threshold: float, block: int = 512) -> dict[str, Any]:
+        """Check (c) against every ORIGINAL training image ``train_images`` (T, S, S) (uint8 or float;
+        read a block at a time). ``train_index`` (N,): each source's row in ``train_images``;
+        ``healthy_index``: the rows that are healthy sources."""
+        self._check_complete()
+        train_index = np.asarray(train_index, dtype=np.int64)
+        source_row = train_index[self.source_index]
+        pool = np.concatenate([_unit_rows(quantise(_as_float(train_images[i:i + block])), self.lowres)
+                               for i in range(0, len(train_images), block)]) if len(train_images) else np.zeros((0, self.rows.shape[1]))
+        corr_source = np.einsum("ij,ij->i", self.rows, pool[source_row])
+        near_copy = self.ssim_source >= threshold
+        s_idx = np.flatnonzero(self.sampled)
+        nearest, corr_other = _nearest_other(self.rows[s_idx], pool, source_row[s_idx])
+        gen_s = np.stack([self.kept[int(i)] for i in s_idx]) if len(s_idx) else np.zeros((0, *train_images.shape[1:]), np.float32)
+        ssim_other = ssim(gen_s, quantise(_as_float(train_images[nearest]))) if len(s_idx) else np.array([])
+        closer_other = corr_other > corr_source[s_idx]
+
+        # Diversity: how alike the restorations of one source are to each other (sampled sources).
+        pa, pb = [], []
+        src_s = self.source_index[s_idx]
+        for s in np.unique(src_s):
+            idx = np.flatnonzero(src_s == s)
+            a, b = np.triu_indices(len(idx), 1)
+            pa.append(idx[a])
+            pb.append(idx[b])
+        pa_all = np.concatenate(pa) if pa else np.array([], dtype=np.int64)
+        pb_all = np.concatenate(pb) if pb else np.array([], dtype=np.int64)
+        # pairs a chunk at a time: the pair arrays would otherwise take twice the sample per sibling
+        sibling = np.concatenate([ssim(gen_s[pa_all[i:i + 256]], gen_s[pb_all[i:i + 256]])
+                                  for i in range(0, pa_all.size, 256)]) if pa_all.size else np.array([])
+
+        healthy_index = np.asarray(healthy_index, dtype=np.int64)
+        h_take = healthy_index
+        if len(healthy_index) > SAMPLE_GENERATED:
+            h_take = np.sort(np.random.default_rng(1).choice(healthy_index, SAMPLE_GENERATED, replace=False))
+        base_nn, _ = _nearest_other(pool[h_take], pool, h_take)
+        baseline = ssim(quantise(_as_float(train_images[h_take])), quantise(_as_float(train_images[base_nn]))) if len(h_take) else np.array([])
+
+        sig_s = self.sigmas[s_idx]
+        per_sigma = []
+        for sigma in sorted(set(self.sigmas.tolist())):
+            m, ms = self.sigmas == sigma, sig_s == sigma
+            per_sigma.append(
+                {
+                    "sigma": sigma,
+                    "n": int(m.sum()),
+                    "ssim_to_source": float(self.ssim_source[m].mean()),
+                    "ssim_to_nearest_other": float(ssim_other[ms].mean()) if ms.any() else float("nan"),
+                    "near_copy_share": float(near_copy[m].mean()),
+                    "closer_to_other_share": float(closer_other[ms].mean()) if ms.any() else float("nan"),
+                }
+            )
+        n = len(self.source_index)
+        return {
+            "threshold": float(threshold),
+            "lowres": int(self.lowres),
+            "n": int(n),
+            # the nearest-other search, siblings and baseline: a seeded sample of whole sources when
+            # more than SAMPLE_GENERATED images were generated (cost linear in the training set)
+            "n_sampled": int(len(s_idx)),
+            "n_baseline": int(len(h_take)),
+            "ssim_to_source": _summary(self.ssim_source),
+            "ssim_to_nearest_other": _summary(ssim_other),
+            "correlation_to_source": _summary(corr_source),
+            "correlation_to_nearest_other": _summary(corr_other),
+            "near_copy_share": float(near_copy.mean()) if n else float("nan"),
+            "closer_to_other_share": float(closer_other.mean()) if len(closer_other) else float("nan"),
+            "sibling_ssim_mean": float(sibling.mean()) if sibling.size else float("nan"),
+            "baseline_nearest_ssim_mean": float(baseline.mean()) if len(baseline) else float("nan"),
+            "per_sigma": per_sigma,
+        }
+
+    def _check_complete(self) -> None:
+        if not self.seen.all():
+            raise RuntimeError(f"{int((~self.seen).sum())} generated image(s) never reached the checks: a bug in the caller")
+
+
+def _as_float(images: Any) -> np.ndarray:
+    """uint8 (as cached) or float images -> float32 in [0, 1]."""
+    arr = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+    return arr.astype(np.float32) / np.float32(255.0) if arr.dtype == np.uint8 else arr
+
+
+def _quality_rows(p: np.ndarray, s: np.ndarray, sigmas: np.ndarray) -> list[dict[str, Any]]:
+    rows = []
+    for sigma in sorted(set(np.asarray(sigmas, dtype=float).tolist())):
+        m = np.asarray(sigmas) == sigma
+        rows.append({"sigma": sigma, "n": int(m.sum()), "psnr": float(p[m].mean()), "ssim": float(s[m].mean())})
+    return rows
+
+
 def memorisation(
     generated: np.ndarray,
     source_index: np.ndarray,
@@ -112,65 +264,12 @@ def memorisation(
     threshold: float,
     lowres: int = 32,
 ) -> dict[str, Any]:
-    """Check (c). generated (M, S, S); source_index (M,) into train_images (T, S, S) (all original
-    training images); sigmas (M,); healthy_index: the rows of train_images that are healthy sources.
-    """
-    generated = quantise(generated)
-    train_images = quantise(train_images)
-    source_index = np.asarray(source_index, dtype=np.int64)
-    sigmas = np.asarray(sigmas, dtype=float)
-    lowres = min(lowres, generated.shape[-1])
-    pool = _unit_rows(train_images, lowres)
-    q = _unit_rows(generated, lowres)
-    nearest, corr_other = _nearest_other(q, pool, source_index)
-    corr_source = np.einsum("ij,ij->i", q, pool[source_index])
-    ssim_source = ssim(generated, train_images[source_index])
-    ssim_other = ssim(generated, train_images[nearest])
-    near_copy = ssim_source >= threshold
-    closer_other = corr_other > corr_source
-
-    # Diversity: how alike the restorations of one source are to each other.
-    pa, pb = [], []
-    for s in np.unique(source_index):
-        idx = np.flatnonzero(source_index == s)
-        a, b = np.triu_indices(len(idx), 1)
-        pa.append(idx[a])
-        pb.append(idx[b])
-    pa_all = np.concatenate(pa) if pa else np.array([], dtype=np.int64)
-    pb_all = np.concatenate(pb) if pb else np.array([], dtype=np.int64)
-    sibling = ssim(generated[pa_all], generated[pb_all]) if pa_all.size else np.array([])
-
-    hq = pool[healthy_index]
-    base_nn, _ = _nearest_other(hq, pool, np.asarray(healthy_index, dtype=np.int64))
-    baseline = ssim(train_images[healthy_index], train_images[base_nn]) if len(healthy_index) else np.array([])
-
-    per_sigma = []
-    for sigma in sorted(set(sigmas.tolist())):
-        m = sigmas == sigma
-        per_sigma.append(
-            {
-                "sigma": sigma,
-                "n": int(m.sum()),
-                "ssim_to_source": float(ssim_source[m].mean()),
-                "ssim_to_nearest_other": float(ssim_other[m].mean()),
-                "near_copy_share": float(near_copy[m].mean()),
-                "closer_to_other_share": float(closer_other[m].mean()),
-            }
-        )
-    return {
-        "threshold": float(threshold),
-        "lowres": int(lowres),
-        "n": int(len(generated)),
-        "ssim_to_source": _summary(ssim_source),
-        "ssim_to_nearest_other": _summary(ssim_other),
-        "correlation_to_source": _summary(corr_source),
-        "correlation_to_nearest_other": _summary(corr_other),
-        "near_copy_share": float(near_copy.mean()) if len(near_copy) else float("nan"),
-        "closer_to_other_share": float(closer_other.mean()) if len(closer_other) else float("nan"),
-        "sibling_ssim_mean": float(sibling.mean()) if sibling.size else float("nan"),
-        "baseline_nearest_ssim_mean": float(baseline.mean()) if len(baseline) else float("nan"),
-        "per_sigma": per_sigma,
-    }
+    """Check (c) on images in memory. generated (M, S, S); source_index (M,) into train_images (T, S, S)
+    (all original training images); sigmas (M,); healthy_index: the rows of train_images that are
+    healthy sources. The stage streams the same computation (:class:`GeneratedChecks`)."""
+    acc = GeneratedChecks(train_images, source_index, sigmas, lowres)
+    acc.add(slice(0, len(generated)), generated)
+    return acc.memorisation(train_images, np.arange(len(train_images)), healthy_index, threshold)
 
 
-__all__ = ["generated_quality", "memorisation", "quantise"]
+__all__ = ["GeneratedChecks", "generated_quality", "memorisation", "quantise", "sample_sources"]

@@ -9,7 +9,7 @@ can reach validation or test.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from medauc.progress import progress_bar
 from medauc.augment.denoiser import RestoreFn
 from medauc.augment.quality import add_noise
 from medauc.config import AugmentConfig
-from medauc.data.datasets import load_images, uint8_to_float
+from medauc.data.datasets import load_images
 from medauc.errors import DataError
 
 PROVENANCE_COLUMNS = ["source_image_id", "sigma", "augmentation"]
@@ -74,6 +74,35 @@ def generation_plan(n_sources: int, sigmas: Sequence[float], n_generated: int) -
     return plan
 
 
+def generate_blocks(
+    sources: np.ndarray,
+    plan: Sequence[tuple[int, float, int]],
+    restore_fn: RestoreFn,
+    seed: int,
+    batch_size: int = 64,
+    progress: bool = True,
+    desc: str = "generate",
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """Noise and restore in blocks: yields ``(plan slice, restored (b, S, S), noisy (b, S, S))``.
+
+    ``sources`` (N, S, S) in [0, 1] (float, or uint8 read as value / 255). The noise comes from one
+    generator seeded with ``seed`` and consumed in plan order, so the same seed and plan give the
+    same images whatever the caller keeps of them: memory stays at one block, not the whole plan.
+    ``restore_fn`` gets each noisy copy's own sigma from the plan.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    m = len(plan)
+    idx = np.array([p[0] for p in plan], dtype=np.int64)
+    sig = np.array([p[1] for p in plan], dtype=np.float32)
+    for start in progress_bar(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
+        sl = slice(start, min(start + batch_size, m))
+        src = sources[idx[sl]]
+        if src.dtype == np.uint8:
+            src = src.astype(np.float32) / np.float32(255.0)
+        noisy = add_noise(src, sig[sl], gen)
+        yield sl, restore_fn(noisy, sig[sl]), noisy
+
+
 def generate(
     sources: np.ndarray,
     plan: Sequence[tuple[int, float, int]],
@@ -83,22 +112,16 @@ def generate(
     progress: bool = True,
     desc: str = "generate",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Noise and restore: sources (N, S, S) in [0, 1] -> (restored (M, S, S), noisy (M, S, S)), M = len(plan).
+    """All of :func:`generate_blocks` at once: (restored (M, S, S), noisy (M, S, S)), M = len(plan).
 
-    The noise comes from one generator seeded with ``seed`` and consumed in plan order, so the same
-    seed and plan give the same images. ``restore_fn`` gets each noisy copy's own sigma from the plan.
+    For small sets and tests; the stages stream the blocks instead.
     """
-    gen = torch.Generator().manual_seed(seed)
     m = len(plan)
     restored = np.empty((m, *sources.shape[1:]), dtype=np.float32)
     noisy_all = np.empty_like(restored)
-    idx = np.array([p[0] for p in plan], dtype=np.int64)
-    sig = np.array([p[1] for p in plan], dtype=np.float32)
-    for start in progress_bar(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
-        sl = slice(start, start + batch_size)
-        noisy = add_noise(sources[idx[sl]], sig[sl], gen)
+    for sl, rest, noisy in generate_blocks(sources, plan, restore_fn, seed, batch_size, progress, desc):
+        restored[sl] = rest
         noisy_all[sl] = noisy
-        restored[sl] = restore_fn(noisy, sig[sl])
     return restored, noisy_all
 
 
@@ -110,20 +133,42 @@ def write_images(
     ``rows`` (one dict per image, with at least ``image_id``) get ``path`` (absolute), ``sha256``,
     ``phash``, ``width``, ``height`` and ``mode``.
     """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for img, row in progress_bar(list(zip(images, rows)), desc=desc, unit="img", disable=not progress or not rows):
+        _write_one(img, row, out_dir)
+    return pd.DataFrame(rows)
+
+
+def _write_one(img: np.ndarray, row: dict[str, Any], out_dir: Path) -> None:
     from medauc.data.audit import perceptual_hash, pixel_sha256
     from medauc.data.images import load_image, save_png
 
+    path = save_png(out_dir / f"{row['image_id']}.png", img)
+    row.update(
+        path=str(path.resolve()),
+        sha256=pixel_sha256(load_image(path)),  # the manifest's hash: of the decoded pixels
+        phash=perceptual_hash(img),
+        width=int(img.shape[1]),
+        height=int(img.shape[0]),
+        mode="L",
+    )
+
+
+def write_stream(
+    blocks: Iterable[tuple[slice, np.ndarray]], rows: list[dict[str, Any]], out_dir: Path,
+    on_block: Callable[[slice, np.ndarray], None] | None = None,
+) -> pd.DataFrame:
+    """Write each block of images (``(slice into rows, images (b, S, S))``) as it comes, then forget it.
+
+    ``on_block(slice, images)`` sees every block first (the checks accumulate their per-image
+    numbers there). Memory: one block. Returns the filled ``rows`` as a frame, as :func:`write_images`.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for img, row in progress_bar(list(zip(images, rows)), desc=desc, unit="img", disable=not progress or not rows):
-        path = save_png(out_dir / f"{row['image_id']}.png", img)
-        row.update(
-            path=str(path.resolve()),
-            sha256=pixel_sha256(load_image(path)),  # the manifest's hash: of the decoded pixels
-            phash=perceptual_hash(img),
-            width=int(img.shape[1]),
-            height=int(img.shape[0]),
-            mode="L",
-        )
+    for sl, images in blocks:
+        if on_block is not None:
+            on_block(sl, images)
+        for img, row in zip(images, rows[sl]):
+            _write_one(img, row, out_dir)
     return pd.DataFrame(rows)
 
 
@@ -200,6 +245,15 @@ def healthy_train(manifest: pd.DataFrame, negative_class: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def manifest_plan(
+    manifest: pd.DataFrame, acfg: AugmentConfig, negative_class: str
+) -> tuple[pd.DataFrame, list[tuple[int, float, int]]]:
+    """(the healthy training rows that are the sources, the generation plan) for ``manifest``."""
+    src_rows = healthy_train(manifest, negative_class)
+    n_other = int(((manifest["split"] == "train") & (manifest["label"] != negative_class)).sum())
+    return src_rows, generation_plan(len(src_rows), acfg.sigmas, n_to_generate(len(src_rows), n_other, acfg))
+
+
 def generate_for_manifest(
     manifest: pd.DataFrame,
     acfg: AugmentConfig,
@@ -210,24 +264,23 @@ def generate_for_manifest(
     sources_images: np.ndarray | None = None,
     progress: bool = True,
     cache_dir: Path | None = None,
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Generate the restored healthy images for ``manifest`` and write them to ``out_dir``.
+    on_block: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[int, float, int]]]:
+    """Generate the restored healthy images for ``manifest`` and write them to ``out_dir``, a block at a time.
 
-    Returns (augmented manifest, generated images (M, S, S), the healthy train rows used as sources,
-    in the order of ``sources_images``).
+    ``on_block(plan slice, restored images (b, S, S))`` sees each block before it is written and
+    dropped (the checks). Returns (augmented manifest, the healthy train rows used as sources, in
+    the order of ``sources_images``, the plan: (source index, sigma, repeat) per generated row).
     """
-    src_rows = healthy_train(manifest, negative_class)
-    n_other = int(((manifest["split"] == "train") & (manifest["label"] != negative_class)).sum())
-    n_gen = n_to_generate(len(src_rows), n_other, acfg)
+    src_rows, plan = manifest_plan(manifest, acfg, negative_class)
     if sources_images is None:
-        sources_images = uint8_to_float(load_images(list(src_rows["path"]), acfg.image_size, cache_dir, desc="load healthy"))
-    plan = generation_plan(len(src_rows), acfg.sigmas, n_gen)
-    images, _ = generate(sources_images, plan, restore_fn, seed, progress=progress)
+        sources_images = load_images(list(src_rows["path"]), acfg.image_size, cache_dir, desc="load healthy").numpy()
     rows = derived_rows(src_rows, plan, "restoration")
-    new = write_images(images, rows, out_dir, progress, desc="write generated")
+    blocks = ((sl, rest) for sl, rest, _ in generate_blocks(sources_images, plan, restore_fn, seed, progress=progress))
+    new = write_stream(blocks, rows, out_dir, on_block)
     augmented = append_rows(manifest, new)
     check_no_leak(augmented)
-    return augmented, images, src_rows
+    return augmented, src_rows, plan
 
 
 def restore_test_set(
@@ -242,14 +295,15 @@ def restore_test_set(
 ) -> pd.DataFrame:
     """Restore every positive (tumour) TEST image once at each sigma, for the shortcut check (e).
 
-    Returns manifest-like rows (``split == "test"``) with provenance; images in ``out_dir``.
-    Nothing here is ever trained on.
+    Returns manifest-like rows (``split == "test"``) with provenance; images in ``out_dir``,
+    written a block at a time. Nothing here is ever trained on.
     """
     orig = originals(manifest)
     rows = orig[(orig["split"] == "test") & (orig["label"] != negative_class)].reset_index(drop=True)
-    images = uint8_to_float(load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test"))
+    images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test").numpy()
     plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
-    restored, _ = generate(images, plan, restore_fn, seed, progress=progress, desc="restore tumour test")
     # split stays "test": these are test images (never trained on), kept in their own file.
     new = derived_rows(rows, plan, "restoration", split="test")
-    return write_images(restored, new, out_dir, progress, desc="write restored test")
+    blocks = ((sl, rest) for sl, rest, _ in generate_blocks(images, plan, restore_fn, seed, progress=progress,
+                                                            desc="restore tumour test"))
+    return write_stream(blocks, new, out_dir)

@@ -2,14 +2,14 @@
 
 ``load_images`` decodes each file once (:func:`medauc.data.images.load_image`), resizes it to
 the classifier's square input size and quantises it to 8 bits; the result is kept as one
-``uint8`` tensor ``(N, S, S)`` and saved as ``cache/images-<S>-<hash>.npy`` in the run folder.
-The hash covers every path, its content hash (manifest ``sha256``) or its size and mtime, and
-``S``, so an edited image or a changed size makes a new cache file instead of a stale read.
+``uint8`` tensor ``(N, S, S)``. The run folder's cache (:mod:`medauc.data.image_store`,
+``cache/images-<S>/``) keeps each image once per size, keyed by its path with its content hash
+(manifest ``sha256``) or its size and mtime, so an edited image or a changed size is decoded
+again instead of read stale, and an image two stages ask for is stored once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 from medauc.progress import progress_bar
 
+from medauc.data.image_store import ImageStore
 from medauc.data.images import load_image, resize, to_uint8
 from medauc.errors import DataError
-from medauc.fileio import atomic_path
 
 
 def resize_uint8(images: np.ndarray | Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -48,15 +48,6 @@ def _file_key(path: Path, sha256: str | None) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def cache_key(paths: Sequence[Path], size: int, sha256: Sequence[str] | None = None) -> str:
-    """16-hex hash of the image files (content hash or size+mtime) and the target size."""
-    h = hashlib.sha256(f"size={size}\n".encode())
-    for i, p in enumerate(paths):
-        h.update(_file_key(Path(p), sha256[i] if sha256 is not None else None).encode())
-        h.update(b"\n")
-    return h.hexdigest()[:16]
-
-
 def _decode(path: Path, size: int) -> np.ndarray:
     return to_uint8(resize(load_image(path), size))
 
@@ -78,21 +69,19 @@ def load_images(
     paths = [Path(p) for p in paths]
     if not paths:
         return torch.empty((0, size, size), dtype=torch.uint8)
-    if cache_dir is not None:
-        key = cache_key(paths, size, sha256)
-        cache_file = Path(cache_dir) / f"images-{size}-{key}.npy"
-        if cache_file.is_file():
-            arr = np.load(cache_file, allow_pickle=False)
-            if arr.shape == (len(paths), size, size) and arr.dtype == np.uint8:
-                return torch.from_numpy(arr)
-    out = np.empty((len(paths), size, size), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, img in enumerate(progress_bar(pool.map(lambda p: _decode(p, size), paths), total=len(paths), desc=desc, leave=False)):
-            out[i] = img
-    if cache_dir is not None:
-        with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, out, allow_pickle=False)
-    return torch.from_numpy(out)
+
+    def decode(positions: list[int]) -> np.ndarray:
+        out = np.empty((len(positions), size, size), dtype=np.uint8)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            images = pool.map(lambda i: _decode(paths[i], size), positions)
+            for k, img in enumerate(progress_bar(images, total=len(positions), desc=desc, leave=False)):
+                out[k] = img
+        return out
+
+    if cache_dir is None:
+        return torch.from_numpy(decode(list(range(len(paths)))))
+    keys = [_file_key(p, sha256[i] if sha256 is not None else None) for i, p in enumerate(paths)]
+    return torch.from_numpy(ImageStore(cache_dir, size).get(keys, decode))
 
 
 def uint8_to_float(images: torch.Tensor) -> np.ndarray:

@@ -323,7 +323,7 @@ def auc_ci(
         return AUCInterval(auc, float(min(max(auc - crit * sd, 0.0), 1.0)), float(min(max(auc + crit * sd, 0.0), 1.0)),
                            level, method, var, n_pat)
     if method == "bootstrap":
-        from medauc.evaluate.bootstrap import bootstrap_weights, cluster_weights, patient_strata, percentile_interval
+        from medauc.evaluate.bootstrap import percentile_interval, weight_chunks
         from medauc.evaluate.metrics import weighted_auc
 
         y, (s,) = check_binary(y_true, score)
@@ -335,12 +335,9 @@ def auc_ci(
             nan = float("nan")
             return AUCInterval(nan, nan, nan, level, method, n_patients=n_pat)
         auc = float(weighted_auc(np.ones((1, y.size)), s, y)[0])
-        rng = np.random.default_rng(seed)
-        if codes is None:
-            w = bootstrap_weights(y.astype(np.int64), n_bootstrap, rng)
-        else:
-            w = cluster_weights(*patient_strata(codes, y.astype(np.int64)), n_bootstrap, rng)
-        reps = weighted_auc(w, s, y)
+        # Resamples in chunks of at most CHUNK_ENTRIES weights (one chunk below 10,000 images), so the
+        # memory stays bounded at any size: 2,000 x 100,000 weights would take 1.6 GB at once.
+        reps = np.concatenate([weighted_auc(w, s, y) for w in weight_chunks(y.astype(np.int64), n_bootstrap, seed, codes)])
         low, high = percentile_interval(reps, level)
         return AUCInterval(auc, low, high, level, method, n_patients=n_pat)
     raise EvaluationError(f"auc_ci method must be 'delong' or 'bootstrap', got {method!r}")

@@ -39,7 +39,7 @@ from medauc.progress import progress_bar
 
 from medauc import fileio, records
 from medauc.augment.generate import (
-    append_rows, derived_rows, generation_plan, healthy_train, write_images,
+    append_rows, derived_rows, generation_plan, healthy_train, write_stream,
 )
 from medauc.config import Config, config_hash, replace
 from medauc.data.datasets import load_images, uint8_to_float
@@ -106,7 +106,8 @@ def strategy_inputs(
     if name == "restoration":
         aug_path = run_dir / "augment" / "manifest.csv"
         if _seeds_done(run_dir, plain, cfg.augment.strategy_model, aug_path):
-            log.info("strategy restoration: reusing the main run's %s (trained on the same augmented manifest)", cfg.augment.strategy_model)
+            log.info("strategy restoration: reusing the main run's %s (trained on the same augmented manifest); "
+                     "not training it again", cfg.augment.strategy_model)
             return plain, aug_path, run_dir
         return plain, aug_path, sdir
     if name == "weighted_loss":
@@ -125,14 +126,13 @@ def strategy_inputs(
         if records.stage_is_done(run_dir, "strategies/classic_images", key) and path.is_file():
             return plain, path, sdir
         fileio.remove_tree(sdir / "generated")
-        images = uint8_to_float(load_images(list(src["path"]), cfg.augment.image_size, run_dir / "cache", workers=cfg.data.workers,
-                                            desc="load healthy"))
+        images = load_images(list(src["path"]), cfg.augment.image_size, run_dir / "cache", workers=cfg.data.workers,
+                             desc="load healthy").numpy()  # uint8, as cached; a block at a time as floats
         gen = torch.Generator().manual_seed(cfg.seed + 5)
         idx = np.array([p[0] for p in plan], dtype=np.int64)
-        out = np.empty((len(plan), *images.shape[1:]), dtype=np.float32)
-        for start in progress_bar(range(0, len(plan), 256), desc="classic", unit="batch", disable=not progress or not plan):
-            out[start : start + 256] = classic_augment(images[idx[start : start + 256]], gen)
-        new = write_images(out, derived_rows(src, plan, "classic"), sdir / "generated", progress, "write classic")
+        blocks = ((slice(start, start + 256), classic_augment(uint8_to_float(torch.from_numpy(images[idx[start : start + 256]])), gen))
+                  for start in progress_bar(range(0, len(plan), 256), desc="classic", unit="batch", disable=not progress or not plan))
+        new = write_stream(blocks, derived_rows(src, plan, "classic"), sdir / "generated")
         write_manifest(path, append_rows(manifest, new))
         records.mark_stage(run_dir, "strategies/classic_images", key, files=[path, *new["path"]])
         return plain, path, sdir
@@ -223,7 +223,8 @@ def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: boo
     counts: dict[str, dict[str, Any]] = {}
     for name in names:
         scfg, mpath, out_dir = strategy_inputs(name, cfg, run_dir, manifest, augmented, progress)
-        log.info("strategy %s: training %s on %s", name, model, mpath)
+        if out_dir != run_dir:  # strategy "restoration" may reuse the main run's model (logged where it is decided)
+            log.info("strategy %s: training %s on %s (%s)", name, model, mpath, out_dir)
         results = train_stage(scfg, run_dir, manifest_path=mpath, out_dir=out_dir, models=[model], extra_sets=extra, force=force)
         pred_files[name] = {r["seed"]: Path(r["predictions"]["test"]) for r in results}
         val_files[name] = {r["seed"]: Path(r["predictions"]["val"]) for r in results if "val" in r["predictions"]}

@@ -1,0 +1,39 @@
+"""The allocator settings are the program's own: `medauc` outside `make` runs with them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from medauc import allocator
+
+_SHOW = "import os; print(os.environ.get('GLIBC_TUNABLES', 'unset'))"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MEDAUC_NO_REEXEC")}
+    env.update(extra)
+    return env
+
+
+def test_the_medauc_command_runs_with_the_tunables_whatever_started_it():
+    # `python -m medauc` (as .venv/bin/medauc does) started without them: the process that runs has them
+    code = ("import sys, runpy; sys.argv = ['medauc', '--help'];"
+            "import medauc.allocator as a; a.ensure_tunables = lambda argv: a.reexec_with_tunables("
+            f"[sys.executable, '-c', {_SHOW!r}]); from medauc.cli import main; main()")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == allocator.TUNABLES, out.stderr
+
+
+def test_a_users_own_setting_and_the_opt_out_are_kept():
+    for env in (_env(GLIBC_TUNABLES="glibc.malloc.arena_max=2"), _env(MEDAUC_NO_REEXEC="1")):
+        code = f"from medauc import allocator; allocator.reexec_with_tunables(['/bin/false']); {_SHOW}"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.strip() == env.get("GLIBC_TUNABLES", "unset")  # no re-exec (/bin/false would fail)
+
+
+def test_python_m_medauc_really_reexecutes_once():
+    # the real entry point: --version-like quick command, environment checked from inside via a tiny hook
+    out = subprocess.run([sys.executable, "-m", "medauc", "--help"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: medauc" in out.stdout  # re-executed once, not in a loop
