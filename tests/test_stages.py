@@ -95,9 +95,13 @@ def test_the_record_is_written_only_when_the_stage_finished(toy_run, monkeypatch
     monkeypatch.setattr(stages, "STAGES", (dataclasses.replace(TOY, function="test_stages:_half"), READER))
     with pytest.raises(RuntimeError, match="half way"):
         stages.run("toy", Config(), toy_run, force=True)
-    assert stage_record(toy_run, "toy") is None
+    rec = stage_record(toy_run, "toy")
+    assert rec["unfinished"] and "key" not in rec and "files" not in rec  # started, vouching for nothing
     monkeypatch.setattr(stages, "STAGES", (TOY, READER))
-    assert stages.run("toy", Config(), toy_run) == "computed"  # no record: it runs, no --force needed
+    # Issue 27: a reader of an interrupted stage is refused, naming the command that finishes it
+    with pytest.raises(RunFolderError, match=r"stage 'toy' was started .* has not finished.*run `medauc toy --config .*config\.yaml --out "):
+        stages.run("reader", Config(), toy_run)
+    assert stages.run("toy", Config(), toy_run) == "computed"  # unfinished: it runs, no --force needed
 
 
 def _half(cfg, run_dir):
@@ -118,10 +122,10 @@ def test_a_reader_refuses_damaged_upstream_files_naming_the_file_and_the_fix(toy
     stages.run("reader", Config(), toy_run)
     (toy_run / "toy" / "a.txt").write_text("seed 0: on")
     with pytest.raises(RunFolderError, match=r"a\.txt is not the file.*stage 'toy' wrote it and reader reads it: "
-                                             r"run `medauc toy --force --out .*` to rebuild it"):
+                                             r"run `medauc toy --force --config .*config\.yaml --out .*` to rebuild it"):
         stages.run("reader", Config(), toy_run, force=True)  # --force on the reader does not make a bad input good
     (toy_run / "toy" / "a.txt").unlink()
-    with pytest.raises(RunFolderError, match=r"a\.txt is missing; .*run `medauc toy --out"):
+    with pytest.raises(RunFolderError, match=r"a\.txt is missing; .*run `medauc toy --config .*config\.yaml --out"):
         stages.run("reader", Config(), toy_run)
     assert CALLS == ["toy", "reader"]
 
