@@ -10,6 +10,7 @@ The hash covers every path, its content hash (manifest ``sha256``) or its size a
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,9 @@ from medauc.progress import progress_bar
 
 from medauc.data.images import load_image, resize, to_uint8
 from medauc.errors import DataError
-from medauc.fileio import atomic_path
+from medauc.fileio import atomic_path, file_sha256, write_text
+
+log = logging.getLogger(__name__)
 
 
 def resize_uint8(images: np.ndarray | Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -81,10 +84,9 @@ def load_images(
     if cache_dir is not None:
         key = cache_key(paths, size, sha256)
         cache_file = Path(cache_dir) / f"images-{size}-{key}.npy"
-        if cache_file.is_file():
-            arr = np.load(cache_file, allow_pickle=False)
-            if arr.shape == (len(paths), size, size) and arr.dtype == np.uint8:
-                return torch.from_numpy(arr)
+        arr = _read_cache(cache_file, (len(paths), size, size))
+        if arr is not None:
+            return torch.from_numpy(arr)
     out = np.empty((len(paths), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, img in enumerate(progress_bar(pool.map(lambda p: _decode(p, size), paths), total=len(paths), desc=desc, leave=False)):
@@ -92,7 +94,27 @@ def load_images(
     if cache_dir is not None:
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.save(fh, out, allow_pickle=False)
+        write_text(_sha_file(cache_file), file_sha256(cache_file) + "\n")  # after the cache: it vouches for a whole file
     return torch.from_numpy(out)
+
+
+def _sha_file(cache_file: Path) -> Path:
+    return cache_file.with_name(cache_file.name + ".sha256")
+
+
+def _read_cache(cache_file: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The cached images, or None (decode again) when the file is absent, or is not the file that was written:
+    its sha256 differs from the one kept beside it (zeroed, truncated, edited), or none was kept."""
+    if not cache_file.is_file():
+        return None
+    sha_file = _sha_file(cache_file)
+    recorded = sha_file.read_text().strip() if sha_file.is_file() else ""
+    if recorded != file_sha256(cache_file):
+        log.warning("%s is not the cache that was written (%s); decoding the images again",
+                    cache_file, "its sha256 differs" if recorded else f"no {sha_file.name} beside it")
+        return None
+    arr = np.load(cache_file, allow_pickle=False)
+    return arr if arr.shape == shape and arr.dtype == np.uint8 else None
 
 
 def uint8_to_float(images: torch.Tensor) -> np.ndarray:
