@@ -23,7 +23,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medauc.errors import DataError
 
@@ -46,7 +46,35 @@ def pattern_problem(pattern: str) -> str | None:
             f"needs exactly one capture group, the part of the path that names the patient (it has "
             f"{compiled.groups}); e.g. '(sub-\\d+)', with (?:...) for any other grouping"
         )
+    if _nested_repeat(re._parser.parse(pattern)):  # type: ignore[attr-defined]
+        return (
+            "repeats a part that itself repeats (like '(a+)+' or '(\\w*)*'): matching it can take time that doubles "
+            "with every character of a file name; repeat once, e.g. '(sub-\\w+)'"
+        )
     return None
+
+
+_REPEATS = ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+
+
+def _nested_repeat(parsed: Any, inside: bool = False) -> bool:
+    """True when a repetition without a small bound holds another one (catastrophic backtracking)."""
+    for op, arg in parsed:
+        name = str(op)
+        if name in _REPEATS:
+            low, high, body = arg
+            unbounded = high is re._constants.MAXREPEAT or high > 16  # type: ignore[attr-defined]
+            if unbounded and inside:
+                return True
+            if _nested_repeat(body, inside or unbounded):
+                return True
+        elif name == "SUBPATTERN" and _nested_repeat(arg[-1], inside):
+            return True
+        elif name == "BRANCH" and any(_nested_repeat(b, inside) for b in arg[1]):
+            return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _nested_repeat(arg[1], inside):
+            return True
+    return False
 
 
 def _norm(path: str) -> str:
