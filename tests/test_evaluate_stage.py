@@ -255,7 +255,7 @@ def test_compare_options_out_of_range_are_one_line_errors_and_detectable_noise_i
     a.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.2,0.8\nx2,healthy,0.7,0.3\n")
     b.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.6,0.4\nx2,healthy,0.4,0.6\n")
     for option, value, why in (("--n-bootstrap", "0", "must be >= 1"), ("--seed", "-1", "must be >= 0"),
-                               ("--level", "1.5", "strictly between 0 and 1")):
+                               ("--level", "1.5", "must lie strictly between 0 and 1")):
         assert cli.main(["compare", str(a), str(b), option, value]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{option} {value}: {why}" in err
