@@ -142,6 +142,7 @@ def test_an_interrupted_force_is_recognised_and_its_suggestion_finishes_it(run, 
     fix = suggestion(err)
     assert fix == ["train", "--force", "--config", str(run / "config.yaml"), "--out", str(run)]  # as interrupted
     assert cli.main(fix) == 0  # the suggestion as written: finishes train under the run's own settings
+    # (without --force it would continue with the interrupted run's --force: same inputs, same intent)
     assert len(pd.read_csv(run / "train" / "test_resnet" / "0" / "history.csv")) == 2  # train.epochs=2
     assert main("evaluate", "--force", "--out", str(run), "train.epochs=2") == 0  # the new predictions, evaluated
     assert "evaluate: up to date" not in capsys.readouterr().out

@@ -221,7 +221,7 @@ def repair(name: str, run_dir: Path, force: bool = False) -> str:
     """
     rec = records.stage_record(run_dir, name) or {}
     paths = "".join(f" {flag} {path}" for flag, path in (rec.get("options") or {}).items())
-    force = force or bool(rec.get("unfinished") and rec.get("force"))  # an interrupted --force is finished with --force
+    force = force or bool(rec.get("unfinished") and rec.get("force"))  # as it was started (it would continue so anyway)
     return f"medauc {name}{' --force' if force else ''} --config {Path(run_dir) / 'config.yaml'} --out {run_dir}{paths}"
 
 
@@ -327,7 +327,11 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
         read = upstream_keys(stage, cfg, run_dir)
         rec = records.stage_record(run_dir, name)
         if rec is not None and rec.get("unfinished"):
-            log.warning("%s: an earlier run of it in %s did not finish; running it again", name, run_dir)
+            # The same inputs as an interrupted --force run: that run's --force holds until it finishes.
+            resumed = bool(rec.get("force")) and rec.get("attempt") == key and not force
+            force = force or resumed
+            log.warning("%s: an earlier run of it in %s did not finish; running it again%s", name, run_dir,
+                        " (with the --force it was started with)" if resumed else "")
         elif rec is not None and rec.get("key") == key and rec.get("upstream", read) != read:
             log.warning("%s: the results it read have changed since it ran; recomputing it", name)
         elif rec is not None:
@@ -346,7 +350,7 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
                     raise RunFolderError(
                         f"{_damage_text(changed, run_dir)}: stage {name!r} wrote it, and it has been truncated, damaged or "
                         f"edited since; pass --force to rebuild {name} (the file is replaced: `{repair(name, run_dir, force=True)}`), "
-                    "or put the original back"
+                        "or put the original back"
                     )
                 log.warning("%s: %s; rebuilding it", name, _damage_text(damage, run_dir))
                 if main:
@@ -358,7 +362,7 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
                     "pass --force to recompute it, or choose another --out"
                 )
         if main:  # until it finishes, later stages see that it started and did not finish
-            records.start_stage(run_dir, name, options=command_options(options), force=force)
+            records.start_stage(run_dir, name, options=command_options(options), force=force, attempt=key)
         result = _call(stage, cfg, run_dir, force, options)
         if main:
             from medauc.data.manifest import resolve_classes
