@@ -83,30 +83,14 @@ def test_kill_9_of_the_parent_ends_the_training_workers_before_they_write(manife
     # 24-30 s and wrote best.safetensors, history.csv and model.json into a folder a new run held.
     import os
     import signal
-    import subprocess
     import sys
     import time
 
-    from test_phantom_generate import _children, _running
+    from test_phantom_generate import sigkill_when_working
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", _TRAIN, str(run), str(manifest)])
-    try:
-        deadline = time.monotonic() + 120
-        workers: list[int] = []
-        while time.monotonic() < deadline:  # until both workers train (each has written its folder)
-            workers = _children(proc.pid)
-            if len(workers) == 2 and len(list(run.glob("train/*/0/*"))) >= 2:
-                break
-            time.sleep(0.2)
-        assert len(workers) == 2, "the training workers did not start"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while any(_running(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    orphans = [w for w in workers if _running(w)]
+    _, orphans = sigkill_when_working([sys.executable, "-c", _TRAIN, str(run), str(manifest)],
+                                      lambda: len(list(run.glob("train/*/0/*"))) >= 2, "the training workers", 120)
     snapshot = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     time.sleep(2.0 if orphans else 0.5)
     after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
