@@ -116,6 +116,21 @@ def test_image_cache_decodes_once_and_matches_prepare_batch(tmp_path: Path, monk
     assert torch.equal(resize_uint8(np.stack([load_image(p) for p in df["path"]]), 24), s.images)
 
 
+def test_a_damaged_image_cache_is_decoded_again_not_read(tmp_path: Path) -> None:
+    """Issue 27 case 3: a zeroed cache/*.npy (right shape and dtype) was read as it was, and every test
+    image got the same probabilities."""
+    paths = list(pd.read_csv(make_dataset(tmp_path, {"train": 2}))["path"])
+    good = load_images(paths, 24, tmp_path / "cache")
+    (cache,) = (tmp_path / "cache" / "images-24").glob("*.npy")
+    header = cache.read_bytes()[:128]
+    cache.write_bytes(header + bytes(cache.stat().st_size - 128))  # zeroed pixels, the header intact
+    assert torch.equal(load_images(paths, 24, tmp_path / "cache"), good)
+    (again,) = (tmp_path / "cache" / "images-24").glob("*.npy")
+    assert torch.equal(torch.from_numpy(np.load(again)), good)  # and the cache rewritten
+    (tmp_path / "cache" / "images-24" / "index.json").unlink()  # shards no index vouches for: decoded again
+    assert torch.equal(load_images(paths, 24, tmp_path / "cache"), good)
+
+
 def test_float_images_are_the_8_bit_images_over_255(tmp_path: Path) -> None:
     """What the denoiser and its checks compute on: the classifier's 8-bit images as float32 in [0, 1],
     equal to reading an 8-bit PNG of them (a /256, a float64 result or a skipped quantisation fails)."""

@@ -65,3 +65,36 @@ def test_plan_shares_the_cores_and_keeps_gpus_and_torchrun_sequential(monkeypatc
     assert parallel.plan(cfg, 4, torch.device("cuda", 0), False) == (1, 0)
     assert parallel.plan(cfg, 4, cpu, True) == (1, 0)
     assert parallel.order([2, 3, 9, 9]) == [2, 3, 1, 0]
+
+
+_TRAIN = """
+import sys
+from medauc.classify import stage as st
+from medauc.config import load_config
+cfg = load_config("smoke", ["model.names=[test_resnet, test_vit]", "train.epochs=500", "train.batch_size=8",
+                            "train.num_threads=1", "train.jobs=2", "train.early_stopping_patience=500"])
+st.train_stage(cfg, sys.argv[1], sys.argv[2])
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_the_parent_ends_the_training_workers_before_they_write(manifest: Path, tmp_path: Path) -> None:
+    # Issue 27 case 6: after kill -9 of `medauc run` with train.jobs=2, both workers kept training for
+    # 24-30 s and wrote best.safetensors, history.csv and model.json into a folder a new run held.
+    import os
+    import signal
+    import sys
+    import time
+
+    from test_phantom_generate import sigkill_when_working
+
+    run = tmp_path / "run"
+    _, orphans = sigkill_when_working([sys.executable, "-c", _TRAIN, str(run), str(manifest)],
+                                      lambda: len(list(run.glob("train/*/0/*"))) >= 2, "the training workers", 120)
+    snapshot = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    time.sleep(2.0 if orphans else 0.5)
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    for w in orphans:  # do not leave them behind when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not orphans, "training workers outlived their parent"
+    assert after == snapshot, "a worker wrote into the run folder after its parent was killed"

@@ -394,3 +394,16 @@ def test_report_says_what_unknown_patients_mean(tmp_path):
     assert "No patient ids are known" in md
     assert "slices of one patient may therefore sit in both train and test" in md.lower()
     assert "intervals may be too narrow" in md
+
+
+def test_a_backtracking_group_pattern_is_stopped_naming_the_path(monkeypatch):
+    # Issue 27 case 9: a catastrophic data.group_pattern hung prepare silently, doubling per character.
+    # Nested repetition is refused at config load; overlapping alternatives are stopped by a time bound.
+    from medauc.data import subjects
+    from medauc.errors import DataError
+
+    assert subjects.search_bounded(r"(sub-\d+)", ["x/sub-12_s0.png", "y/none.png"]) == ["sub-12", None]
+    monkeypatch.setattr(subjects, "SEARCH_SECONDS", 1.0)
+    slow = "healthy/" + "a" * 40 + "!.png"
+    with pytest.raises(DataError, match=r"matching took more than 1 s and was stopped, on 'healthy/aaa.*' \(1 of 2 paths done\)"):
+        subjects.search_bounded(r"((?:a|a)*b)", ["healthy/b.png", slow])

@@ -95,3 +95,19 @@ def test_bootstrap_ci_coverage_is_near_nominal():
     print(f"coverage: AUC {auc_coverage:.3f}, accuracy {acc_coverage:.3f}")
     assert abs(auc_coverage - 0.95) <= 0.02, auc_coverage
     assert abs(acc_coverage - 0.95) <= 0.02, acc_coverage
+
+
+def test_the_bootstrap_bar_goes_through_the_progress_helper_off_a_terminal(monkeypatch):
+    # Issue 27: evaluate's bar called tqdm directly and wrote carriage returns into logs
+    import io
+
+    from medauc import progress as progress_mod
+    from medauc.evaluate.bootstrap import bootstrap_many
+
+    err = io.StringIO()  # not a terminal
+    monkeypatch.setattr(progress_mod.sys, "stderr", err)
+    monkeypatch.setattr("sys.stderr", err)
+    strata = np.repeat([0, 1], 20)
+    out = bootstrap_many(strata, 300, 0, {"m": lambda W: {"mean": W.mean(axis=1)}}, progress=True)
+    assert out["m"]["mean"].shape == (300,)
+    assert "\r" not in err.getvalue()

@@ -310,3 +310,19 @@ def test_report_states_the_unit_and_the_detectable_difference(tmp_path):
         line = next(x for x in md.splitlines() if x.startswith("| auc\\_macro | test\\_resnet | test\\_vit |"))
         assert line.endswith(f"| {float(row['detectable']):.3f} | {'yes' if row['significant'] == 'True' else 'no'} |")
         assert "smallest detectable" in md or row["significant"] == "True"
+
+
+def test_missing_patient_ids_are_a_clear_error_not_a_typeerror_or_one_patient():
+    # Issue 27: None ids raised a raw TypeError from np.unique; NaN ids were silently one patient
+    import re
+
+    from medauc.evaluate import delong_test
+
+    y = np.array([0, 1] * 10)
+    a, b = np.linspace(0, 1, 20), np.linspace(1, 0, 20)
+    ids = [f"p{i % 10}" for i in range(20)]
+    for bad, first in (([None] + ids[1:], [0]), (ids[:3] + [float("nan")] * 17, [3, 4, 5, 6, 7]), (ids[:-1] + [" "], [19])):
+        with pytest.raises(EvaluationError, match=rf"patient ids\): {20 - len([v for v in bad if isinstance(v, str) and v.strip()])} of 20 "
+                                                   rf"are missing .*positions {re.escape(str(first))}"):
+            delong_test(y, a, b, clusters=bad)
+    assert np.isfinite(delong_test(y, a, b, clusters=ids).p_value)

@@ -248,6 +248,23 @@ def test_compare_on_one_image_gives_no_verdict(tmp_path, capsys):
     assert "macro AUC is undefined for these data" in out
 
 
+def test_compare_options_out_of_range_are_one_line_errors_and_detectable_noise_is_not_printed(tmp_path, capsys):
+    # Issue 27: --n-bootstrap 0 (KeyError) and --seed -1 (ValueError) ended in tracebacks; --detectable on
+    # two images printed `detectable 1.56e-16`
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.2,0.8\nx2,healthy,0.7,0.3\n")
+    b.write_text("image_id,label,prob_healthy,prob_glioma\nx1,glioma,0.6,0.4\nx2,healthy,0.4,0.6\n")
+    for option, value, why in (("--n-bootstrap", "0", "must be >= 1"), ("--seed", "-1", "must be >= 0"),
+                               ("--level", "1.5", "must lie strictly between 0 and 1")):
+        assert cli.main(["compare", str(a), str(b), option, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{option} {value}: {why}" in err
+    with pytest.warns(UserWarning):
+        assert cli.main(["compare", str(a), str(b), "--n-bootstrap", "50", "--detectable"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "(not assessable)" in line]
+    assert rows and not any("e-1" in line for line in rows), rows
+
+
 def test_class_predicted_once_reports_undefined_share_warns_and_refuses_the_test(tmp_path):
     from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN
     from medauc.errors import UndefinedMetricWarning

@@ -50,3 +50,33 @@ def test_phantom_command_refuses_a_foreign_folder(tmp_path, capsys):
     assert main(["phantom", "--config", "smoke", "--n", "4", "--size", "64", "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_killed_phantom_folder_is_refused_as_data_and_its_suggestion_rewrites_it(tmp_path, monkeypatch):
+    # Issue 27: `medauc phantom --out DIR` killed left a half-written DIR that `prepare --data DIR` used silently
+    import shlex
+
+    import pytest
+
+    from medauc import preflight
+
+    out = tmp_path / "ph"
+    real = command.generate_phantom
+
+    def killed(folder, *args, **kwargs):
+        (folder / "healthy").mkdir(parents=True)
+        (folder / "healthy" / "sub-1_s00.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "generate_phantom", killed)
+    args = ["phantom", "--config", "smoke", "--n", "6", "--size", "64", "--out", str(out), "phantom.workers=1"]
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(command, "generate_phantom", real)
+    with pytest.raises(MedaucError, match="started writing this folder and did not finish") as exc:
+        preflight.check_data(load_config("smoke"), str(out))
+    fix = shlex.split(str(exc.value).split("`")[-2])  # the last command the message names
+    assert fix[:3] == ["medauc", "phantom", "--force"] and "--n" in fix and "phantom.workers=1" in fix
+    assert main(fix[1:]) == 0
+    preflight.check_data(load_config("smoke"), str(out))  # whole now
+    assert len(list((out / "healthy").glob("*.png"))) == 2

@@ -198,38 +198,49 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
-def test_kill_9_leaves_no_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
-    import os
+def sigkill_when_working(argv: list[str], working, what: str, timeout: float) -> tuple[int, list[int]]:
+    """Start ``argv``; once it has two spawned workers and ``working()`` is true, SIGKILL it.
+
+    Returns its pid and the workers still running 10 s later (the caller kills them once it has looked).
+    """
     import signal
     import subprocess
-    import sys
     import time
 
-    from medauc.data.phantom.cache import remove_stale_temps
-
-    proc = subprocess.Popen([sys.executable, "-c", _GENERATE, str(tmp_path)])
+    proc = subprocess.Popen(argv)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         workers: list[int] = []
-        while time.monotonic() < deadline:  # until both workers write images
+        while time.monotonic() < deadline:
             workers = _children(proc.pid)
-            if len(workers) == 2 and any(tmp_path.glob(".phantom-*.tmp-*/*/*.png")):
+            if len(workers) == 2 and working():
                 break
             time.sleep(0.1)
-        assert len(workers) == 2, "the phantom workers did not start"
+        assert len(workers) == 2, f"{what} did not start"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 10
     while any(_running(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    orphans = [w for w in workers if _running(w)]
+    return proc.pid, [w for w in workers if _running(w)]
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_leaves_no_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
+    import os
+    import signal
+    import sys
+
+    from medauc.data.phantom.cache import remove_stale_temps
+
+    pid, orphans = sigkill_when_working([sys.executable, "-c", _GENERATE, str(tmp_path)],
+                                        lambda: any(tmp_path.glob(".phantom-*.tmp-*/*/*.png")), "the phantom workers", 60)
     for w in orphans:  # do not leave them behind when the test fails
         os.kill(w, signal.SIGKILL)
     assert not orphans, "phantom workers outlived their parent"
     (stale,) = tmp_path.glob(".phantom-*.tmp-*")
-    assert stale.name.endswith(f".tmp-{proc.pid}")
+    assert stale.name.endswith(f".tmp-{pid}")
     (tmp_path / f".phantom-x.tmp-{os.getpid()}").mkdir()  # a live process's folder stays
     assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
     assert (tmp_path / f".phantom-x.tmp-{os.getpid()}").exists()

@@ -55,7 +55,8 @@ def run(finished, tmp_path):
 
 
 def main(*argv: str) -> int:
-    return cli.main([*argv, *ARGS])
+    # key=value arguments after ARGS: argparse takes the overrides as one run of positionals
+    return cli.main([*[a for a in argv if "=" not in a], *ARGS, *[a for a in argv if "=" in a]])
 
 
 def test_truncated_manifest_is_not_up_to_date_and_nothing_is_built_from_it(run, finished, capsys):
@@ -69,7 +70,7 @@ def test_truncated_manifest_is_not_up_to_date_and_nothing_is_built_from_it(run, 
     # was: `--force` on the next stage rebuilt it from the damaged manifest and overwrote good outputs
     assert main("train", "--force", "--out", str(run)) == 2
     err = capsys.readouterr().err
-    assert "manifest.csv is not the file that was recorded" in err and f"run `medauc prepare --force --out {run}`" in err
+    assert "manifest.csv is not the file that was recorded" in err and f"run `medauc prepare --force --config {run / 'config.yaml'} --out {run} --data {finished / 'data'}`" in err
     assert model.stat().st_mtime_ns == before
     assert main("prepare", "--force", "--out", str(run), *data) == 0  # was: "up to date" under --force too
     assert (run / "manifest.csv").read_bytes() == good
@@ -86,7 +87,7 @@ def test_truncated_predictions_file_is_not_evaluated(run, capsys):
         assert main("evaluate", "--out", str(run), *force) == 2  # was: evaluated silently, 3 images short
         err = capsys.readouterr().err
         assert f"{test_csv} is not the file that was recorded" in err and "stage 'train' wrote it and evaluate reads it" in err
-        assert f"run `medauc train --force --out {run}` to rebuild it" in err
+        assert f"run `medauc train --force --config {run / 'config.yaml'} --out {run}` to rebuild it" in err
     assert (run / "metrics.json").read_bytes() == metrics
     assert main("train", "--out", str(run)) == 2  # changed, maybe by hand: replaced only when asked
     assert "pass --force to rebuild train" in capsys.readouterr().err
@@ -107,3 +108,112 @@ def test_a_deleted_model_file_is_retrained_not_loaded(run):
     rec = stage_record(run, "train/test_resnet/0")
     assert set(rec["files"]) == {f"train/test_resnet/0/{f}" for f in ("best.safetensors", "model.json", "history.csv")}
     assert stage_record(run, "train")["files"]["train/test_resnet/0/best.safetensors"] == rec["files"]["train/test_resnet/0/best.safetensors"]
+
+
+# ----------------------------------------------------------------------------- issue 27: a run folder never lies
+
+
+def suggestion(err: str) -> list[str]:
+    """The first command a message suggests (between backticks), as arguments for ``cli.main``."""
+    import re
+    import shlex
+
+    found = re.search(r"`(medauc [^`]+)`", err)
+    assert found, f"no command suggested in: {err}"
+    return shlex.split(found.group(1))[1:]
+
+
+def test_an_interrupted_force_is_recognised_and_its_suggestion_finishes_it(run, capsys, monkeypatch):
+    # Issue 27 case 1: train --force under new settings, interrupted; evaluate then said "up to date"
+    # on the old predictions and the report presented them under the new settings.
+    from medauc.classify import stage as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train_stage", interrupted)
+    assert main("train", "--force", "--out", str(run), "train.epochs=2") == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    for command in ("evaluate", "report"):
+        assert main(command, "--out", str(run), "train.epochs=2") == 2
+        err = capsys.readouterr().err
+        assert "stage 'train' was started" in err and "has not finished" in err, err
+    fix = suggestion(err)
+    assert fix == ["train", "--force", "--config", str(run / "config.yaml"), "--out", str(run)]  # as interrupted
+    assert cli.main(fix) == 0  # the suggestion as written: finishes train under the run's own settings
+    # (without --force it would continue with the interrupted run's --force: same inputs, same intent)
+    assert len(pd.read_csv(run / "train" / "test_resnet" / "0" / "history.csv")) == 2  # train.epochs=2
+    assert main("evaluate", "--force", "--out", str(run), "train.epochs=2") == 0  # the new predictions, evaluated
+    assert "evaluate: up to date" not in capsys.readouterr().out
+
+
+def test_results_made_under_other_settings_are_not_evaluated_or_reported(run, capsys):
+    # Issue 27 case 1: evaluate --force under train.epochs=2 evaluated the epochs=1 predictions as epochs=2
+    metrics = (run / "metrics.json").read_bytes()
+    assert main("evaluate", "--force", "--out", str(run), "train.epochs=2") == 2
+    err = capsys.readouterr().err
+    assert "stage 'train'" in err and "computed under other settings" in err, err
+    assert (run / "metrics.json").read_bytes() == metrics
+    assert suggestion(err) == ["train", "--force", "--config", str(run / "config.yaml"), "--out", str(run)]
+
+
+def test_a_hand_edited_config_yaml_is_refused_by_the_report(run, capsys):
+    # Issue 27 case 2: the report showed `epochs: 4` for models trained 1 epoch
+    config = run / "config.yaml"
+    good = config.read_text()
+    config.write_text(good.replace("epochs: 1", "epochs: 4"))
+    assert cli.main(["report", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config} was edited since medauc wrote it" in err and "cp " in err
+    assert not (run / "report.md").exists()
+    config.write_text(good)  # what the message's `cp` does
+    assert cli.main(["report", "--out", str(run)]) == 0
+    assert "epochs: 1" in (run / "report.md").read_text()
+
+
+def test_every_suggested_repair_command_repairs_and_changes_nothing_else(run, finished, capsys):
+    # Issue 27 case 5: `medauc train --force --out DIR` (no --config) replaced the run's config with the demo's
+    config = (run / "config.yaml").read_text()
+    model = run / "train" / "test_resnet" / "0" / "best.safetensors"
+    model.write_bytes(model.read_bytes()[:-8])
+    assert main("evaluate", "--force", "--out", str(run)) == 2
+    assert cli.main(suggestion(capsys.readouterr().err)) == 0
+    _truncate(run / "manifest.csv")
+    assert main("train", "--out", str(run)) == 2
+    fix = suggestion(capsys.readouterr().err)
+    assert fix[-2:] == ["--data", str(finished / "data")]  # --data is not a config value: read from prepare's record
+    assert cli.main(fix) == 0
+    assert (run / "config.yaml").read_text() == config and sorted(p.name for p in (run / "train").iterdir()) == ["test_resnet"]
+    assert main("evaluate", "--force", "--out", str(run)) == 0  # a retrained model: new predictions
+
+
+def test_a_moved_run_folder_skips_finished_stages_and_reads_its_own_generated_images(run, finished, tmp_path, capsys):
+    # Issue 27 case 4: augment/manifest.csv and strategies/classic/manifest.csv held absolute paths: a copy
+    # read the original's images, and once the original moved, the copy's report failed.
+    from medauc.data.manifest import read_manifest, write_manifest
+
+    moved = tmp_path / "elsewhere" / "deeper" / "run"
+    shutil.move(str(run), str(moved))
+    capsys.readouterr()
+    assert main("prepare", "--out", str(moved), "--data", str(finished / "data")) == 0
+    assert main("train", "--out", str(moved)) == 0
+    assert main("evaluate", "--out", str(moved)) == 0
+    out = capsys.readouterr().out
+    assert all(f"{s}: up to date" in out for s in ("prepare", "train", "evaluate")), out
+    assert cli.main(["report", "--out", str(moved)]) == 0
+    for inner in ("augment", "strategies/classic"):
+        image = moved / inner / "generated" / "healthy" / "g.png"
+        image.parent.mkdir(parents=True)
+        image.write_bytes((finished / "data" / "healthy" / "0.png").read_bytes())
+        rows = read_manifest(moved / "manifest.csv").head(2).assign(path=[str(finished / "data" / "healthy" / "1.png"), str(image)])
+        write_manifest(moved / inner / "manifest.csv", rows)
+        written = pd.read_csv(moved / inner / "manifest.csv")["path"].tolist()
+        assert written == [str(finished / "data" / "healthy" / "1.png"), "generated/healthy/g.png"]  # inside: relative
+        rows.to_csv(moved / inner / "old.csv", index=False)  # as written before: absolute
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)  # the original stays: the copy must still read its own images
+    for inner in ("augment", "strategies/classic"):
+        for name in ("manifest.csv", "old.csv"):
+            assert read_manifest(copy / inner / name)["path"].tolist() == [
+                str(finished / "data" / "healthy" / "1.png"), str(copy / inner / "generated" / "healthy" / "g.png")]

@@ -95,9 +95,13 @@ def test_the_record_is_written_only_when_the_stage_finished(toy_run, monkeypatch
     monkeypatch.setattr(stages, "STAGES", (dataclasses.replace(TOY, function="test_stages:_half"), READER))
     with pytest.raises(RuntimeError, match="half way"):
         stages.run("toy", Config(), toy_run, force=True)
-    assert stage_record(toy_run, "toy") is None
+    rec = stage_record(toy_run, "toy")
+    assert rec["unfinished"] and "key" not in rec and "files" not in rec  # started, vouching for nothing
     monkeypatch.setattr(stages, "STAGES", (TOY, READER))
-    assert stages.run("toy", Config(), toy_run) == "computed"  # no record: it runs, no --force needed
+    # Issue 27: a reader of an interrupted stage is refused, naming the command that finishes it
+    with pytest.raises(RunFolderError, match=r"stage 'toy' was started .* has not finished.*run `medauc toy --force --config .*config\.yaml --out "):
+        stages.run("reader", Config(), toy_run)
+    assert stages.run("toy", Config(), toy_run) == "computed"  # unfinished: it runs, no --force needed
 
 
 def _half(cfg, run_dir):
@@ -118,12 +122,28 @@ def test_a_reader_refuses_damaged_upstream_files_naming_the_file_and_the_fix(toy
     stages.run("reader", Config(), toy_run)
     (toy_run / "toy" / "a.txt").write_text("seed 0: on")
     with pytest.raises(RunFolderError, match=r"a\.txt is not the file.*stage 'toy' wrote it and reader reads it: "
-                                             r"run `medauc toy --force --out .*` to rebuild it"):
+                                             r"run `medauc toy --force --config .*config\.yaml --out .*` to rebuild it"):
         stages.run("reader", Config(), toy_run, force=True)  # --force on the reader does not make a bad input good
     (toy_run / "toy" / "a.txt").unlink()
-    with pytest.raises(RunFolderError, match=r"a\.txt is missing; .*run `medauc toy --out"):
+    with pytest.raises(RunFolderError, match=r"a\.txt is missing; .*run `medauc toy --config .*config\.yaml --out"):
         stages.run("reader", Config(), toy_run)
     assert CALLS == ["toy", "reader"]
+
+
+def test_a_reader_of_changed_upstream_results_is_never_up_to_date(toy_run, capsys):
+    # Issue 27 case 1: a reader whose own key did not change said "up to date" on results made from the old inputs
+    stages.run("reader", Config(), toy_run)
+    write_text(toy_run / "input.txt", "two\n")
+    stages.run("toy", Config(), toy_run, force=True)
+    capsys.readouterr()
+    stages.run("reader", Config(), toy_run)
+    assert "reader: up to date" not in capsys.readouterr().out
+    assert (toy_run / "reader.txt").read_text() == "seed 0: two\n" and CALLS == ["toy", "reader", "toy", "reader"]
+    stages.run("reader", Config(), toy_run)
+    assert "reader: up to date" in capsys.readouterr().out
+    # ... and results made under other settings are not read under these
+    with pytest.raises(RunFolderError, match=r"stage 'toy' .* computed under other settings .*`medauc toy --force --config"):
+        stages.run("reader", replace(Config(), seed=1), toy_run, force=True)
 
 
 def test_a_record_from_before_file_lists_is_trusted_once_then_checked(toy_run):

@@ -18,7 +18,8 @@ from medauc.validate import CHOICES, check_models
     "override, message",
     [
         ("train.batch_size=0", "train.batch_size=0: must be >= 1"),
-        ("data.image_size=0", "data.image_size=0: must be >= 8"),
+        ("data.image_size=0", "data.image_size=0: must lie in [8, 1024]"),
+        ("data.image_size=2048", "data.image_size=2048: must lie in [8, 1024]"),
         ("train.epochs=0", "train.epochs=0: must be >= 1"),
         ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie in (0, 1)"),
         ("train.optimizer=sgd", "train.optimizer='sgd': must be one of 'adam', 'adamw'"),

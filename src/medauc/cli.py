@@ -13,7 +13,9 @@ import argparse
 import importlib
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from medauc.stages import COMMANDS
@@ -125,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [o for o in overrides if "=" not in o]
     if bad:
         parser.error(f"unexpected argument {bad[0]!r}: overrides are written section.key=value")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if hasattr(args, "config"):
             from medauc.config import load_config
@@ -133,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Validated (ranges, choices, timm names) before anything runs; stages read it as args.cfg.
             args.cfg = load_config(args.config, overrides)
             check_models(args.cfg)
+            from medauc import preflight
+
+            # Known before compute, checked before it (and before the run folder is made).
+            preflight.check(args.cfg, command, getattr(args, "data", None), getattr(args, "out", None))
             stage = COMMANDS[command].stage
             if stage is not None and stage.reads_manifest and getattr(args, "out", None):
                 from medauc.data.manifest import resolve_classes
@@ -146,11 +155,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RunFolderError, MedaucError) as exc:
         print(f"medauc {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"medauc {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"medauc {args.command}: {how}; run the same command again to continue", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        print(f"medauc {args.command}: error: ran out of memory ({type(exc).__name__}: {_first_line(exc)}); "
+              "lower data.image_size, train.batch_size or train.jobs (or data.workers), or use a machine with more memory",
+              file=sys.stderr)
+        return 2
     finally:
         release_all()  # the run folder's lock: the command is over
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit): ends the command like Ctrl-C, with a message."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for Python's MemoryError and torch's (CPU or GPU) allocation failures, found without importing torch."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        "out of memory" in text.lower() or "can't allocate memory" in text)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no details"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -258,15 +258,39 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise ConfigError(f"no config named {name_or_path!r}; built-in configs: {', '.join(names)}, or give a path to a .yaml file")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice; keep one of them")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML of ``path``; a syntax error or a duplicate key is one line naming the file and line."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML at {where}{exc.problem or exc.context}; fix that line") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+
+
 def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then ``key=value`` overrides; types, ranges and choices validated."""
     values: dict[str, Any] = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
         values = loaded

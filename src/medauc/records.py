@@ -133,5 +133,14 @@ def mark_stage(
     )
 
 
+def start_stage(run_dir: str | os.PathLike[str], stage: str, **extra: Any) -> None:
+    """Record that ``stage`` started (replacing its finished record): until :func:`mark_stage`, later stages
+    and commands see an unfinished stage, not the results of an earlier run under other settings."""
+    write_json(
+        _stage_file(Path(run_dir), stage),
+        {"stage": stage, "unfinished": True, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra},
+    )
+
+
 def clear_stage(run_dir: str | os.PathLike[str], stage: str) -> None:
     _stage_file(Path(run_dir), stage).unlink(missing_ok=True)

@@ -50,6 +50,7 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         old = cfg_path.read_text(encoding="utf-8")
+        _check_not_edited(run_dir, old, force)
         if old != cfg_text and _resolved_old(old, run_dir) != cfg_text:
             if not force:
                 raise RunFolderError(
@@ -59,11 +60,34 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
                 )
             write_text(run_dir / "config.previous.yaml", old)
     try:
-        write_text(cfg_path, cfg_text)
+        write_config(run_dir, cfg_text)
         write_json(run_dir / "environment.json", environment_info())
     except OSError as exc:
         raise _unwritable(run_dir, exc) from exc
     return run_dir
+
+
+def _written_copy(run_dir: Path) -> Path:
+    return run_dir / ".medauc" / "config.yaml"
+
+
+def write_config(run_dir: str | os.PathLike[str], text: str) -> None:
+    """Write ``config.yaml`` and medauc's own copy of it (``.medauc/config.yaml``), by which a hand edit is found."""
+    write_text(_written_copy(Path(run_dir)), text)
+    write_text(Path(run_dir) / "config.yaml", text)
+
+
+def _check_not_edited(run_dir: Path, text: str, force: bool) -> None:
+    """Refuse a ``config.yaml`` edited by hand: the results in the folder were not made with it."""
+    copy = _written_copy(run_dir)
+    if not copy.is_file() or copy.read_text(encoding="utf-8") == text or force:
+        return  # a folder from before the copy was kept, or an unchanged file, or --force: the run is redone under it
+    cfg_path = run_dir / "config.yaml"
+    raise RunFolderError(
+        f"{cfg_path} was edited since medauc wrote it: the results in {run_dir} were made with the settings in {copy}, "
+        f"not with these; put them back (`cp {copy} {cfg_path}`), or run `medauc run --force --config {cfg_path} "
+        f"--out {run_dir}` to recompute the run under the edited settings"
+    )
 
 
 def _unwritable(run_dir: Path, exc: OSError) -> RunFolderError:
@@ -94,5 +118,5 @@ def record_config(run_dir: str | os.PathLike[str], cfg: Config) -> Config:
 
     resolved = resolve_classes(cfg, run_dir)
     if resolved is not cfg:
-        write_text(Path(run_dir) / "config.yaml", dump_yaml(resolved))
+        write_config(run_dir, dump_yaml(resolved))
     return resolved

@@ -25,9 +25,6 @@ their own records through :func:`medauc.records.check_stage`, which verifies fil
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib
-import importlib.util
 import inspect
 import logging
 import os
@@ -37,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from medauc import fileio, lock, records
-from medauc.config import Config, config_hash, to_dict, without_later_defaults
+from medauc.config import Config
 from medauc.errors import RunFolderError
+from medauc.stage_keys import LATER, _function, describe, expand, report_code, settings_key, stage_key  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -192,123 +190,6 @@ def pipeline(cfg: Config) -> list[Stage]:
     return [s for s in STAGES if s.when(cfg)]
 
 
-def _function(ref: str) -> Callable[..., Any]:
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-# ----------------------------------------------------------------------------- keys and files
-
-
-def report_code(cfg: Config, run_dir: Path) -> list[list[str]]:
-    """The report's own code, part of its key (a newer medauc rebuilds an old run's report); found
-    without importing it, so a skipped report loads no matplotlib."""
-    spec = importlib.util.find_spec("medauc.report")
-    folder = Path(next(iter(spec.submodule_search_locations or [])))
-    # The answers' sentences and the number formats are written beside the package, not in it.
-    files = sorted(folder.rglob("*.py")) + [folder.parent / "answers.py", folder.parent / "formatting.py"]
-    return [[fileio.file_sha256(p) for p in files]]
-
-
-def _folder(model: str) -> str:
-    return model.replace("/", "_").replace(":", "_")  # as training names its folders
-
-
-def _fill(pattern: str, cfg: Config) -> list[str]:
-    """``pattern`` with ``{model}``, ``{seed}`` and ``{strategy}`` replaced by every configured value."""
-    values = {"model": [_folder(m) for m in cfg.model.names], "seed": [str(s) for s in cfg.train.seeds],
-              "strategy": list(cfg.augment.strategies)}
-    filled = [pattern]
-    for name, options in values.items():
-        if "{" + name + "}" in pattern:
-            filled = [f.replace("{" + name + "}", v) for f in filled for v in options]
-    return filled
-
-
-def _is_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
-def expand(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> list[Path]:
-    """The existing files of ``run_dir`` that ``patterns`` (paths, globs, ``{model}``/``{seed}``/``{strategy}``
-    templates) name, sorted, each once."""
-    found: set[Path] = set()
-    for pattern in patterns:
-        for f in _fill(pattern, cfg):
-            found.update(p for p in run_dir.glob(f) if p.is_file())
-    return sorted(found)
-
-
-def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict[str, str | None]:
-    """``{path: sha256}`` of the files ``patterns`` name; a templated path without a file maps to None."""
-    out: dict[str, str | None] = {}
-    for pattern in patterns:
-        for f in _fill(pattern, cfg):
-            if _is_glob(f):
-                out.update({str(p.relative_to(run_dir)): fileio.file_sha256(p) for p in sorted(run_dir.glob(f)) if p.is_file()})
-            else:
-                out[f] = fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None
-    return out
-
-
-# Fields of a config section added after the registry: left out of every key while at their default,
-# so that run folders made before them keep their keys (config.without_later_defaults).
-LATER = {"train": ("lr_by_model",)}
-
-
-def _config_value(cfg: Config, path: str, drop: list[str]) -> Any:
-    section, *rest = path.split(".")
-    top = getattr(cfg, section)
-    value: Any = without_later_defaults(top, LATER.get(section, ())) if dataclasses.is_dataclass(top) else to_dict(cfg)[section]
-    for part in rest:
-        value = value[part]
-    if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if f"{path}.{k}" not in drop}
-    return value
-
-
-def _option_part(value: Any) -> Any:
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and Path(value).is_file()):
-        return [str(value), fileio.file_sha256(value) if Path(value).is_file() else None]
-    return value
-
-
-def stage_key(stage: Stage, cfg: Config, run_dir: Path, options: dict[str, Any] | None = None) -> str:
-    """The cache key of ``stage`` for ``cfg`` in ``run_dir``: what its declaration names, hashed.
-
-    ``options`` (the keyword arguments of a CLI call, e.g. ``models``) enter the key when not None.
-    """
-    options = {k: v for k, v in (options or {}).items() if v is not None and k != "progress"}
-    if stage.key:
-        return _function(stage.key)(cfg, run_dir, **options)
-    drop = [c[1:] for c in stage.config if c.startswith("-")]
-    parts = [_config_value(cfg, c, drop) for c in stage.config if not c.startswith("-")]
-    if stage.extra:
-        parts += list(_function(stage.extra)(cfg, run_dir))
-    parts += [{k: _option_part(v)} for k, v in sorted(options.items())]
-    patterns = tuple(f for f in stage.inputs if _is_glob(f) or "{" in f)
-    for f in stage.inputs:
-        if f not in patterns:
-            parts.append(fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None)
-    if patterns:
-        parts.append(_input_hashes(patterns, cfg, run_dir))
-    return config_hash(*parts)
-
-
-def describe(stage: Stage) -> dict[str, str]:
-    """The declaration in words, for the report: what the key is made of, what the stage writes."""
-    config = [c for c in stage.config if not c.startswith("-")]
-    left_out = [c[1:] for c in stage.config if c.startswith("-")]
-    key = "config " + ", ".join(config) if config else ""
-    if left_out:
-        key += f" (except {', '.join(left_out)})"
-    if stage.inputs:
-        key += ("; " if key else "") + "files " + ", ".join(stage.inputs)
-    if stage.also:
-        key += ("; " if key else "") + stage.also
-    return {"key": key, "outputs": ", ".join(stage.outputs), "reads": ", ".join(stage.needs)}
-
-
 # ----------------------------------------------------------------------------- running a stage
 
 
@@ -320,6 +201,84 @@ def _is_main() -> bool:
 def _damage_text(damage: list[records.Damage], run_dir: Path) -> str:
     more = f" (and {len(damage) - 1} more file(s))" if len(damage) > 1 else ""
     return damage[0].text(run_dir) + more
+
+
+# A stage function's path options and the command-line flag that gives each (kept in its record for repair()).
+OPTION_FLAGS = {"data_dir": "--data", "manifest_path": "--manifest"}
+
+
+def command_options(options: dict[str, Any]) -> dict[str, str]:
+    """``{flag: absolute path}`` of the path options a stage ran with (``--data DIR``), for its record."""
+    return {flag: os.path.abspath(options[k]) for k, flag in OPTION_FLAGS.items() if options.get(k)}
+
+
+def repair(name: str, run_dir: Path, force: bool = False) -> str:
+    """The command that (re)builds stage ``name`` in ``run_dir`` under the run's own settings, and nothing else.
+
+    It names the folder's ``config.yaml`` (the resolved config, overrides included), so it never
+    replaces the run's configuration with a built-in one, and the paths the stage last ran with
+    (``--data DIR``: not a config value), read from its record.
+    """
+    rec = records.stage_record(run_dir, name) or {}
+    paths = "".join(f" {flag} {path}" for flag, path in (rec.get("options") or {}).items())
+    force = force or bool(rec.get("unfinished") and rec.get("force"))  # as it was started (it would continue so anyway)
+    return f"medauc {name}{' --force' if force else ''} --config {Path(run_dir) / 'config.yaml'} --out {run_dir}{paths}"
+
+
+def upstream(stage: Stage, cfg: Config) -> list[Stage]:
+    """The recorded stages whose files ``stage`` reads, directly or through another stage, in pipeline order."""
+    names: set[str] = set()
+    todo = list(stage.needs)
+    while todo:
+        name = todo.pop()
+        if name not in names:
+            names.add(name)
+            todo.extend(get(name).needs)
+    return [s for s in STAGES if s.name in names and s.recorded and s.when(cfg)]
+
+
+def upstream_keys(stage: Stage, cfg: Config, run_dir: Path) -> dict[str, str | None]:
+    """``{stage: its record's key}`` of :func:`upstream` (None: no finished record); kept in ``stage``'s record."""
+    out = {}
+    for need in upstream(stage, cfg):
+        rec = records.stage_record(run_dir, need.name)
+        out[need.name] = rec.get("key") if rec else None
+    return out
+
+
+def check_upstream(stage: Stage, cfg: Config, run_dir: Path) -> None:
+    """Refuse to run ``stage`` on results not made under ``cfg``: raise :class:`RunFolderError` when a stage it
+    reads (directly or not) was started and not finished (an interrupted run or ``--force``), was computed
+    under other settings, or read results that have changed or gone since.
+
+    A stage that never ran here (files put there by hand) is not checked; nor is a record from before
+    records kept settings.
+    """
+    from medauc.data.manifest import resolve_classes
+
+    current = upstream_keys(stage, cfg, run_dir)
+    for need in upstream(stage, cfg):
+        rec = records.stage_record(run_dir, need.name)
+        if rec is None:
+            continue
+        if rec.get("unfinished"):
+            raise RunFolderError(
+                f"stage {need.name!r} was started in {run_dir} and has not finished (interrupted, or stopped by an "
+                f"error); {stage.name} would read what an earlier run left: run `{repair(need.name, run_dir)}` to finish it first"
+            )
+        if "settings" in rec and rec["settings"] != settings_key(need, resolve_classes(cfg, run_dir)):
+            raise RunFolderError(
+                f"stage {need.name!r} in {run_dir} was computed under other settings than this command's "
+                f"({describe(need)['key'].split(';')[0]}), so {stage.name} would present its results under settings "
+                f"they were not made with: run `{repair(need.name, run_dir, force=True)}` to recompute it under "
+                f"{run_dir / 'config.yaml'}, or give the settings the run was made with"
+            )
+        stale = [n for n, k in (rec.get("upstream") or {}).items() if n in current and current[n] != k]
+        if stale:
+            raise RunFolderError(
+                f"stage {need.name!r} in {run_dir} was computed from results of stage {stale[0]!r} that have changed or "
+                f"gone since; run `{repair(need.name, run_dir)}` to recompute it first"
+            )
 
 
 def check_needs(stage: Stage, cfg: Config, run_dir: Path, verified: set[tuple[Path, str]] | None = None) -> None:
@@ -336,8 +295,8 @@ def check_needs(stage: Stage, cfg: Config, run_dir: Path, verified: set[tuple[Pa
         damage = records.record_damage(run_dir, rec) if rec else []
         if damage:
             changed = any(d.kind == "changed" for d in damage)
-            how = (f"run `medauc {name} --force --out {run_dir}` to rebuild it (the file is replaced), or put the original back"
-                   if changed else f"run `medauc {name} --out {run_dir}` to rebuild it")
+            how = (f"run `{repair(name, run_dir, force=True)}` to rebuild it (the file is replaced), or put the original back"
+                   if changed else f"run `{repair(name, run_dir)}` to rebuild it")
             raise RunFolderError(f"{_damage_text(damage, run_dir)}; stage {name!r} wrote it and {stage.name} reads it: {how}")
         if verified is not None:
             verified.add(token)
@@ -363,9 +322,19 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
         check_needs(stage, cfg, run_dir, verified)
         if not stage.recorded:
             return _call(stage, cfg, run_dir, force, options)
+        check_upstream(stage, cfg, run_dir)
         key = stage_key(stage, cfg, run_dir, options)
+        read = upstream_keys(stage, cfg, run_dir)
         rec = records.stage_record(run_dir, name)
-        if rec is not None:
+        if rec is not None and rec.get("unfinished"):
+            # The same inputs as an interrupted --force run: that run's --force holds until it finishes.
+            resumed = bool(rec.get("force")) and rec.get("attempt") == key and not force
+            force = force or resumed
+            log.warning("%s: an earlier run of it in %s did not finish; running it again%s", name, run_dir,
+                        " (with the --force it was started with)" if resumed else "")
+        elif rec is not None and rec.get("key") == key and rec.get("upstream", read) != read:
+            log.warning("%s: the results it read have changed since it ran; recomputing it", name)
+        elif rec is not None:
             if rec.get("key") == key:
                 if "files" not in rec:  # written before records listed files: trust it once, then verify
                     if main:
@@ -380,7 +349,8 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
                 if changed and not force:
                     raise RunFolderError(
                         f"{_damage_text(changed, run_dir)}: stage {name!r} wrote it, and it has been truncated, damaged or "
-                        f"edited since; pass --force to rebuild {name} (the file is replaced), or put the original back"
+                        f"edited since; pass --force to rebuild {name} (the file is replaced: `{repair(name, run_dir, force=True)}`), "
+                        "or put the original back"
                     )
                 log.warning("%s: %s; rebuilding it", name, _damage_text(damage, run_dir))
                 if main:
@@ -391,11 +361,16 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
                     f"stage {name!r} in {run_dir} was computed from other inputs (key {rec.get('key')} != {key}); "
                     "pass --force to recompute it, or choose another --out"
                 )
-            if main:
-                records.clear_stage(run_dir, name)
+        if main:  # until it finishes, later stages see that it started and did not finish
+            records.start_stage(run_dir, name, options=command_options(options), force=force, attempt=key)
         result = _call(stage, cfg, run_dir, force, options)
         if main:
-            records.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir))
+            from medauc.data.manifest import resolve_classes
+
+            # As later stages will compare them: with data.classes=[] resolved (prepare has just found them).
+            settings = settings_key(stage, resolve_classes(cfg, run_dir))
+            records.mark_stage(run_dir, name, key, files=expand(stage.outputs, cfg, run_dir), settings=settings, upstream=read,
+                               options=command_options(options))
         if verified is not None:
             verified.add((run_dir.resolve(), name))
         return result

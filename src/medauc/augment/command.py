@@ -62,7 +62,9 @@ def compute(cfg: Config, run_dir: str | Path, progress: bool = True) -> dict[str
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.csv"
     if not manifest_path.is_file():
-        raise DataError(f"{manifest_path} does not exist; run `medauc prepare --out {run_dir}` first")
+        from medauc.stages import repair
+
+        raise DataError(f"{manifest_path} does not exist; run `{repair('prepare', run_dir)}` first")
     _check_counts(cfg, manifest_path)
     checks_path = run_dir / "augment_checks.json"
     threads = torch.get_num_threads()

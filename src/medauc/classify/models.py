@@ -25,8 +25,8 @@ from torch import nn
 
 from medauc.data.datasets import resize_uint8
 from medauc.errors import ModelError
+from medauc.preflight import WEIGHT_SUFFIXES, resolve_weights  # noqa: F401 (re-exported)
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError)
 
 
@@ -37,28 +37,6 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
         raise ModelError(f"model.names: {name!r} is not a timm model{hint} (all: timm.list_models())")
     cfg = timm.models.get_pretrained_cfg(name)
     return cfg.to_dict() if cfg is not None else {}
-
-
-def resolve_weights(name: str, weights: str) -> Path | None:
-    """``model.weights`` -> the file for model ``name`` (None when no local weights are set).
-
-    ``weights`` is a file, or a folder holding ``<name>.safetensors`` (or ``.pth``/``.pt``/``.bin``).
-    """
-    if not weights:
-        return None
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for suffix in WEIGHT_SUFFIXES:
-            candidate = path / f"{name}{suffix}"
-            if candidate.is_file():
-                return candidate
-        raise ModelError(
-            f"model.weights={weights}: no weights for {name!r} in that folder; "
-            f"expected one of {', '.join(name + s for s in WEIGHT_SUFFIXES)}"
-        )
-    raise ModelError(f"model.weights={weights}: no such file or folder; give a weights file or a folder of <model name>.safetensors")
 
 
 def zero_init_head(model: nn.Module) -> None:

@@ -28,6 +28,7 @@ from medauc.classify import distributed as ddp
 from medauc.config import Config, from_dict, to_dict
 from medauc.data.datasets import ImageSet
 from medauc.errors import ModelError
+from medauc.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def order(epochs: list[int]) -> list[int]:
     return sorted(range(len(epochs)), key=lambda i: -epochs[i])
 
 
-def _init(threads: int, level: int) -> None:
+def _init(parent_pid: int, threads: int, level: int) -> None:
+    # Killed with its parent: an orphan would keep training and write into a run folder another process holds.
+    die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -91,7 +94,7 @@ def train_parallel(
     cfg_dict = to_dict(cfg)
     ctx = multiprocessing.get_context("spawn")
     results: list[dict[str, Any] | None] = [None] * len(tasks)
-    pool = ctx.Pool(jobs, initializer=_init, initargs=(threads, logging.getLogger("medauc").getEffectiveLevel()))
+    pool = ctx.Pool(jobs, initializer=_init, initargs=(os.getpid(), threads, logging.getLogger("medauc").getEffectiveLevel()))
     try:
         pending = {
             i: pool.apply_async(_run, (train_one, cfg_dict, out_dir, *tasks[i], classes, train, sets, monitor_split,

@@ -108,7 +108,9 @@ def scan_files(
             return out
         chunk = max(1, min(64, len(paths) // (workers * 8)))
         # spawn: no fork of a process that may hold torch/OpenMP threads; the worker imports little.
-        with mp.get_context("spawn").Pool(workers) as pool:
+        from medauc.processes import die_with_parent
+
+        with mp.get_context("spawn").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             out = []
             for r in pool.imap(scan_file, paths, chunksize=chunk):
                 out.append(r)

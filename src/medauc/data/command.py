@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from medauc import fileio, runs
+from medauc import fileio, preflight, runs
 from medauc.config import Config, config_hash, without_later_defaults
 from medauc.data import audit as audit_mod
 from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
@@ -51,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
         # A wrong folder or an image without its patient leaves no run folder behind.
         folder = resolve_data_dir(args.cfg, args.data)
         disc = discover(folder, args.cfg.data)
+        preflight.check_negative_class(args.cfg, disc.classes, disc.root)
         # DICOM and NIfTI files name their patients themselves, once converted (prepare_stage).
         others = [it for it in disc.items if file_kind(it.path, args.cfg.data.mask_pattern) not in MEDICAL_KINDS]
         subjects_mod.assign_subjects(others, folder, disc.root, args.cfg.data)
@@ -121,6 +122,7 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
     timings = {"source_s": time.perf_counter() - t0}  # includes generating the phantom on first use
     t = time.perf_counter()
     disc = discover(root, cfg.data)
+    preflight.check_negative_class(cfg, disc.classes, disc.root)
     manifest_path = run_dir / MANIFEST
     timings["discover_s"] = time.perf_counter() - t
 

@@ -42,6 +42,7 @@ from medauc.config import DataConfig
 from medauc.data.medical import UnusableFile, file_kind, parse_slices
 from medauc.data.sources import MASKS_DIR, Discovery, SourceItem, check_classes
 from medauc.errors import DataError
+from medauc.processes import die_with_parent
 
 IMAGES_DIR = "images"
 INDEX = "index.json"
@@ -352,7 +353,7 @@ def _run(tasks: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
                 bar.update()
             return out
         # spawn: no fork of a process that may hold torch/OpenMP threads.
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             out = []
             for r in pool.imap(_convert_one, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8)))):
                 out.append(r)

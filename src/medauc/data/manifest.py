@@ -6,7 +6,11 @@ Columns: ``image_id, path, label, split, sha256, phash, width, height, mode, gro
 sets: the converted file's reference ``<class folder>/file-<n>``, :mod:`medauc.data.convert`;
 ``path`` is then the PNG in the run folder); later stages add ``source_image_id`` and
 ``sigma``. ``image_id`` is unique and stable (``<label>/<path below the class folder, without
-extension>``; converted files: ``<label>/file-<n>[-f<frame>|-s<slice>]``); ``path`` is absolute.
+extension>``; converted files: ``<label>/file-<n>[-f<frame>|-s<slice>]``). ``path`` and ``mask_path`` are
+written relative to the manifest's folder when they lie inside its run folder (generated images, converted
+DICOM/NIfTI slices: a copied or moved run folder reads its own files) and absolute otherwise (the data
+folder); :func:`read_manifest` gives them absolute, and maps an old manifest's absolute paths into a
+run folder that was moved or copied since.
 ``group`` is what the split keeps together: the connected components of duplicates and patients.
 """
 
@@ -32,9 +36,67 @@ _INT_COLUMNS = ("width", "height", "group")
 _FLOAT_COLUMNS = ("sigma",)
 
 
+PATH_COLUMNS = ("path", "mask_path")
+
+
+def run_root(folder: str | os.PathLike[str]) -> Path | None:
+    """The run folder holding ``folder`` (itself or the nearest parent with ``config.yaml`` or ``.medauc/``), or None."""
+    folder = Path(os.path.abspath(folder))
+    return next((p for p in (folder, *folder.parents) if (p / "config.yaml").is_file() or (p / ".medauc").is_dir()), None)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _relative_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
+    root = run_root(manifest.parent)
+    if root is None:
+        return df
+    folder = Path(os.path.abspath(manifest.parent))
+    df = df.copy()
+    for col in [c for c in PATH_COLUMNS if c in df.columns]:
+        df[col] = [os.path.relpath(Path(v).resolve(), folder.resolve()) if v and Path(str(v)).is_absolute()
+                   and _inside(Path(v), root) else v for v in df[col].astype(str).where(df[col].notna(), "")]
+    return df
+
+
+def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
+    """Relative paths taken from the manifest's folder; an absolute path into another copy of this run folder
+    (``<old run>/augment/generated/...``, written before paths were relative) mapped into this one when it is there."""
+    folder = Path(os.path.abspath(manifest.parent))
+    root = run_root(folder)
+    inner = folder.relative_to(root).parts if root is not None else ()
+
+    def absolute(value: str) -> str:
+        p = Path(value)
+        if not value:
+            return value
+        if not p.is_absolute():
+            return os.path.normpath(folder / p) if (folder / p).exists() or not p.exists() else value
+        if not inner or root is None:
+            return value
+        parts = p.parts
+        starts = [i for i in range(len(parts) - len(inner)) if parts[i:i + len(inner)] == inner]
+        if starts and not _inside(Path(*parts[:starts[-1]]), root):
+            moved = root.joinpath(*parts[starts[-1]:])
+            return str(moved) if moved.exists() else value
+        return value
+
+    for col in [c for c in PATH_COLUMNS if c in df.columns]:
+        df[col] = [absolute(str(v)) for v in df[col]]
+    return df
+
+
 def write_manifest(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
-    """Validate ``df`` (as :func:`read_manifest` would) and write it atomically as CSV."""
+    """Validate ``df`` (as :func:`read_manifest` would) and write it atomically as CSV, paths inside the run
+    folder relative to the manifest's folder."""
     _validate(df, Path(path))
+    df = _relative_paths(df, Path(path))
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, lineterminator="\n")
     return Path(path)
@@ -58,6 +120,7 @@ def read_manifest(path: str | os.PathLike[str], required: tuple[str, ...] = REQU
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"manifest {path} cannot be parsed as CSV ({exc})") from exc
     _validate(df, path, required)
+    df = _absolute_paths(df, path)
     for c in _INT_COLUMNS:
         if c in df.columns:
             try:

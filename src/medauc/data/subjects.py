@@ -20,10 +20,13 @@ put one patient's slices into two splits, so it is an error that lists the image
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medauc.errors import DataError
 
@@ -46,7 +49,72 @@ def pattern_problem(pattern: str) -> str | None:
             f"needs exactly one capture group, the part of the path that names the patient (it has "
             f"{compiled.groups}); e.g. '(sub-\\d+)', with (?:...) for any other grouping"
         )
+    if _nested_repeat(re._parser.parse(pattern)):  # type: ignore[attr-defined]
+        return (
+            "repeats a part that itself repeats (like '(a+)+' or '(\\w*)*'): matching it can take time that doubles "
+            "with every character of a file name; repeat once, e.g. '(sub-\\w+)'"
+        )
     return None
+
+
+# re.search in a child process (a plain Python, no medauc): one line out per path, so a pattern that backtracks
+# without end is stopped, and the path it stuck on named. The bound: SEARCH_SECONDS plus 10 ms a path.
+SEARCH_SECONDS = 10.0
+_SEARCH = """
+import json, re, sys
+rx = re.compile(sys.argv[1])
+for line in sys.stdin:
+    m = rx.search(json.loads(line))
+    print(json.dumps(m.group(1) if m else None), flush=True)
+"""
+
+
+def search_bounded(pattern: str, texts: list[str], key: str = "data.group_pattern") -> list[str | None]:
+    """``re.search(pattern, t).group(1)`` (None when no match) of every text, in bounded time.
+
+    Patterns with nested repetition are refused when the config loads (:func:`pattern_problem`); others can
+    still backtrack for a time that doubles per character (``(a|a)*b``). Raises DataError naming the path.
+    """
+    if not texts:
+        return []
+    limit = SEARCH_SECONDS + 0.01 * len(texts)
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _SEARCH, pattern], input="".join(json.dumps(t) + "\n" for t in texts),
+                              capture_output=True, text=True, timeout=limit, check=True).stdout
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        stuck = texts[min(out.count("\n"), len(texts) - 1)]
+        raise DataError(
+            f"{key}: matching took more than {limit:.0f} s and was stopped, on {stuck!r} ({out.count(chr(10))} of "
+            f"{len(texts)} paths done): the pattern backtracks for a time that grows with every character; "
+            "simplify it, e.g. '(sub-\\d+)', or name the patients in data.groups_csv"
+        ) from exc
+    except subprocess.CalledProcessError as exc:
+        raise DataError(f"{key}: matching failed ({' '.join(exc.stderr.split())[-300:]})") from exc
+    return [json.loads(line) or None for line in done.splitlines()]
+
+
+_REPEATS = ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+
+
+def _nested_repeat(parsed: Any, inside: bool = False) -> bool:
+    """True when a repetition without a small bound holds another one (catastrophic backtracking)."""
+    for op, arg in parsed:
+        name = str(op)
+        if name in _REPEATS:
+            low, high, body = arg
+            unbounded = high is re._constants.MAXREPEAT or high > 16  # type: ignore[attr-defined]
+            if unbounded and inside:
+                return True
+            if _nested_repeat(body, inside or unbounded):
+                return True
+        elif name == "SUBPATTERN" and _nested_repeat(arg[-1], inside):
+            return True
+        elif name == "BRANCH" and any(_nested_repeat(b, inside) for b in arg[1]):
+            return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _nested_repeat(arg[1], inside):
+            return True
+    return False
 
 
 def _norm(path: str) -> str:
@@ -143,11 +211,10 @@ def assign_subjects(
     todo = [i for i, it in enumerate(items) if not it.subject]
     found: dict[int, str] = {}
     if dcfg.group_pattern:
-        key, rx = f"data.group_pattern={dcfg.group_pattern!r}", re.compile(dcfg.group_pattern)
-        for i in todo:
-            m = rx.search(rel_given(items[i]))
-            if m and m.group(1):
-                found[i] = m.group(1)
+        key = f"data.group_pattern={dcfg.group_pattern!r}"
+        for i, subject in zip(todo, search_bounded(dcfg.group_pattern, [rel_given(items[i]) for i in todo], key)):
+            if subject:
+                found[i] = subject
         fix = (
             "fix the pattern (re.search on the path relative to data.path, POSIX separators, one capture "
             "group), or name every image's patient in data.groups_csv"

@@ -109,10 +109,10 @@ def bootstrap_many(
 
     ``clusters`` (n,) patient ids: resample patients instead of images (None: images).
     """
-    from tqdm import tqdm
+    from medauc.progress import progress_bar  # off a terminal: a start and an end line, no carriage returns
 
     parts: dict[str, dict[str, list[np.ndarray]]] = {k: {} for k in functions}
-    bar = tqdm(total=n_resamples, desc=desc, unit="resample", disable=not progress, leave=False)
+    bar = progress_bar(total=n_resamples, desc=desc, unit="resample", disable=not progress, leave=False)
     for W in weight_chunks(strata, n_resamples, seed, clusters):
         for key, fn in functions.items():
             for name, v in fn(W).items():

@@ -138,10 +138,13 @@ def format_detectable(result: dict[str, Any], test_images: int | None = None) ->
     body = []
     for r in rows:
         need = r["images_for_observed"]
-        cells = [r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["difference"]), _num(r["se"]),
-                 _num(r["p_value"], 3), r["test"], _num(r["detectable"])]
-        cells += [_num(r["detectable_planned"])] if test_images is not None else []
-        cells += ["never" if need == math.inf else "n/a" if not math.isfinite(need) else f"{math.ceil(need):,}"]
+        # Not assessable (too few images, a degenerate interval): its SE is rounding noise, so is anything made of it.
+        shown = (lambda x: "n/a") if r["note"] else _num
+        cells = [r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["difference"]), shown(r["se"]),
+                 _num(r["p_value"], 3), r["test"], shown(r["detectable"])]
+        cells += [shown(r["detectable_planned"])] if test_images is not None else []
+        cells += ["n/a" if r["note"] or not math.isfinite(need) and need != math.inf else "never" if need == math.inf
+                  else f"{math.ceil(need):,}"]
         body.append(cells + (["(not assessable)"] if r["note"] else []))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *[b[:len(header)] for b in body])]
     for row in [header] + body:
@@ -173,6 +176,12 @@ def to_json(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     if args.test_images is not None and (not args.detectable or args.test_images < 1):
         raise EvaluationError(f"--test-images {args.test_images}: must be >= 1 and goes with --detectable")
+    if args.n_bootstrap < 1:
+        raise EvaluationError(f"--n-bootstrap {args.n_bootstrap}: must be >= 1 (e.g. 2000)")
+    if args.seed < 0:
+        raise EvaluationError(f"--seed {args.seed}: must be >= 0")
+    if not (0.0 < args.level < 1.0):
+        raise EvaluationError(f"--level {args.level}: must lie strictly between 0 and 1 (e.g. 0.95)")
     if not (0.0 < args.power < 1.0):
         raise EvaluationError(f"--power {args.power}: must lie strictly between 0 and 1 (e.g. 0.8)")
     result = compare_files(

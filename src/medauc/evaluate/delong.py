@@ -157,7 +157,18 @@ def check_clusters(clusters: Any, n: int) -> np.ndarray | None:
     c = np.asarray(clusters)
     if c.shape != (n,):
         raise EvaluationError(f"clusters (patient ids) must have shape ({n},) like y_true, got {c.shape}")
-    return np.unique(c, return_inverse=True)[1].ravel()
+    # None, NaN or "" is no patient id: np.unique would raise a TypeError on None, and join every NaN into one patient.
+    # Read from the values as given: np.asarray turns a NaN among strings into the string "nan".
+    given = clusters.tolist() if isinstance(clusters, np.ndarray) else list(clusters)
+    missing = np.array([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+                        for v in given], dtype=bool)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        raise EvaluationError(
+            f"clusters (patient ids): {rows.size} of {n} are missing (None, NaN or empty; first at positions "
+            f"{rows[:5].tolist()}); give every image its patient id, or clusters=None to treat images as independent"
+        )
+    return np.unique(c.astype(str) if c.dtype == object else c, return_inverse=True)[1].ravel()
 
 
 def _too_few_clusters(y: np.ndarray, codes: np.ndarray) -> str:

@@ -35,7 +35,9 @@ def classifier_checks(
     def pred(name: str, seed: int, split: str) -> pd.DataFrame:
         path = pred_files[name][seed].parent / f"{split}.csv"
         if not path.is_file():
-            raise EvaluationError(f"{path} is missing; run `medauc strategies --force --out {run_dir}`")
+            from medauc.stages import repair
+
+            raise EvaluationError(f"{path} is missing; run `{repair('strategies', Path(run_dir), force=True)}`")
         return pd.read_csv(path, dtype={"image_id": str, "label": str})
 
     seed = cfg.train.seeds[0]

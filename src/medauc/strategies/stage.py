@@ -204,7 +204,9 @@ def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: boo
     aug_path = run_dir / "augment" / "manifest.csv"
     restored_path = run_dir / "augment" / "restored_test.csv"
     if not aug_path.is_file() or not restored_path.is_file():
-        raise DataError(f"{aug_path} does not exist; run `medauc augment --out {run_dir}` before the strategies")
+        from medauc.stages import repair
+
+        raise DataError(f"{aug_path} does not exist; run `{repair('augment', run_dir)}` before the strategies")
     names = list(cfg.augment.strategies)
     bad = [n for n in names if n not in STRATEGIES]
     if bad:

@@ -65,6 +65,10 @@ def main(args: argparse.Namespace) -> int:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+    # Until the record below, the folder says it is unfinished: `medauc prepare --data` refuses a killed run's half.
+    again = ["medauc", "phantom", "--force", "--config", str(args.config), "--out", str(out), *[
+        f"--{k} {v}" for k, v in (("n", args.n), ("size", args.size), ("seed", args.seed)) if v is not None], *args.overrides]
+    records.start_stage(out, STAGE, key=None, command=" ".join(again))
     t = time.perf_counter()
     summary = generate_phantom(out, cfg.phantom, cfg.seed)
     seconds = time.perf_counter() - t

@@ -1,16 +1,11 @@
 """The phantom's worker processes: each renders whole subjects and writes their PNG slices and masks.
 
-Workers end with the process that started them, even when it is killed (no orphans left running).
+Workers end with the process that started them, even when it is killed (:func:`medauc.processes.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import signal
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +17,7 @@ from medauc.data.phantom.anatomy import load_anatomy
 from medauc.data.phantom.design import SubjectTask
 from medauc.data.phantom.render import render_subject
 from medauc.fileio import write_bytes
+from medauc.processes import die_with_parent
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -33,35 +29,9 @@ def _png(array: np.ndarray) -> bytes:
 _WORKER: dict[str, Any] = {}  # this process's anatomy, output folder, config and seed (init_worker)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """End this worker when the process that started it ends, even by SIGKILL (no orphans left running).
-
-    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG). Elsewhere: a
-    daemon thread polls the parent id once a second.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-            if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="medauc-parent-watch", daemon=True).start()
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
 def init_pool_worker(parent_pid: int, *init: Any) -> None:
     """A pool worker's initialiser: tie it to ``parent_pid``, then :func:`init_worker`."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     init_worker(*init)
 
 

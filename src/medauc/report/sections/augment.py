@@ -29,7 +29,9 @@ def _examples_figure(ctx: Context) -> None:
     path = ctx.path("augment/manifest.csv")
     if not path.exists():
         return
-    df = pd.read_csv(path, keep_default_na=False)
+    from medauc.data.manifest import IMAGE_COLUMNS, read_manifest
+
+    df = read_manifest(path, required=IMAGE_COLUMNS)  # paths made absolute, as every stage reads them
     if "sigma" not in df.columns or "source_image_id" not in df.columns:
         return
     gen = df[(df["source_image_id"] != "") & (df.get("augmentation", "restoration") == "restoration")]
