@@ -13,8 +13,9 @@ Inputs are files or folders (walked in sorted order, hidden entries left out). E
 The caller resizes them to the model's input as the training cache did
 (:func:`medauc.data.datasets.resize_uint8`). Names: every file found is ``file-<n>`` (n from 1, in
 the order found: the arguments as given, folders walked sorted), a frame ``-f<k>`` (with
-``data.dicom_frames=all``), a slice ``-s<k>``. The path is kept for ordinary images only: DICOM
-and NIfTI exports name files and folders after patients. The patient of a DICOM file (PatientID,
+``data.dicom_frames=all``), a slice ``-s<k>``; reasons for unreadable files name the file the same
+way. Paths are kept here for the caller, who writes them only when asked: exports name files and
+folders after patients (a PNG in ``Doe^John/`` as much as a DICOM file). The patient of a DICOM file (PatientID,
 else StudyInstanceUID) is kept as the run's salted hash (:func:`medauc.data.convert.salted_hash`,
 the run's ``.medauc/subject_salt``), so it matches the run's own ``subject`` column for a patient
 seen there; a NIfTI volume's patient is the hash of its segmentation, else of the volume file.
@@ -45,18 +46,13 @@ class InputFile:
     path: Path
     kind: str  # "image", "dicom" or "nifti"
 
-    @property
-    def shown(self) -> str:
-        """The path as it may be written: ordinary images only."""
-        return str(self.path) if self.kind == "image" else ""
-
 
 @dataclass(frozen=True)
 class InputImage:
     """One image of an input file, before resizing."""
 
     name: str  # file-<n>[-f<k>|-s<k>]
-    path: str  # the file's path for ordinary images, "" for DICOM and NIfTI
+    path: str  # the file's path: may name the patient, written only when asked
     subject: str  # salted patient hash (DICOM, NIfTI), "" for ordinary images
     image: np.ndarray  # float32 (H, W) in [0, 1], as the run's images were before the resize
 
@@ -65,12 +61,12 @@ class InputImage:
 class Unreadable:
     """An input that gives no image, and why (the reason names no patient)."""
 
-    name: str  # file-<n>, or arg-<i> for an argument that is neither a file nor a folder
-    path: str  # as for InputImage; the argument as given for a missing one
-    reason: str
+    name: str  # file-<n>, or arg-<i> for an argument that is no usable file or folder
+    path: str  # as for InputImage; the argument as given for arg-<i>
+    reason: str  # names no path
 
-    def line(self) -> str:
-        return f"{self.name}{' (' + self.path + ')' if self.path else ''}: {self.reason}"
+    def line(self, paths: bool = False) -> str:
+        return f"{self.name}{' (' + self.path + ')' if paths else ''}: {self.reason}"
 
 
 def _kind(path: Path, mask_pattern: str) -> str:
@@ -108,7 +104,7 @@ def find_inputs(args: Sequence[str | os.PathLike[str]], mask_pattern: str) -> tu
             else:
                 what = ("a segmentation (data.mask_pattern): it is read with its volume, not on its own"
                         if kind == "segmentation" else f"not an image, DICOM or NIfTI file (extension {path.suffix or 'none'!r})")
-                bad.append(Unreadable(f"arg-{i}", "", what))
+                bad.append(Unreadable(f"arg-{i}", str(arg), what))
         else:
             bad.append(Unreadable(f"arg-{i}", str(arg), "no such file or folder"))
     return files, bad, passed_over
@@ -130,7 +126,7 @@ def read_input(f: InputFile, dcfg: DataConfig, salt: bytes | None) -> list[Input
     """
     try:
         if f.kind == "image":
-            return [InputImage(f.ref, f.shown, "", load_image(f.path))]
+            return [InputImage(f.ref, str(f.path), "", load_image(f.path))]
         if salt is None:
             raise ValueError("read_input: DICOM and NIfTI inputs need the run's salt")
         if f.kind == "dicom":
@@ -152,9 +148,9 @@ def read_input(f: InputFile, dcfg: DataConfig, salt: bytes | None) -> list[Input
             suffix = [f"-s{n:03d}" for n in v.slices]
             images = v.images
     except UnusableFile as exc:  # its message is the reason, without the path
-        return Unreadable(f.ref, f.shown, f"{exc} ({f.kind.upper()})")
-    except DataError as exc:  # ordinary images: the message names the file, which is shown anyway
-        return Unreadable(f.ref, f.shown, str(exc))
+        return Unreadable(f.ref, str(f.path), f"{exc} ({f.kind.upper()})")
+    except DataError as exc:  # ordinary images: "<path>: reason"; the path may name the patient
+        return Unreadable(f.ref, str(f.path), str(exc).replace(f"{f.path}: ", "", 1).replace(str(f.path), f.ref))
     if not images:
-        return Unreadable(f.ref, f.shown, f"no image left: every frame or slice is one flat grey ({f.kind.upper()})")
-    return [InputImage(f.ref + s, "", subject, _eight_bit(img)) for s, img in zip(suffix, images)]
+        return Unreadable(f.ref, str(f.path), f"no image left: every frame or slice is one flat grey ({f.kind.upper()})")
+    return [InputImage(f.ref + s, str(f.path), subject, _eight_bit(img)) for s, img in zip(suffix, images)]

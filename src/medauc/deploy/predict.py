@@ -8,10 +8,11 @@ training cache did (:func:`medauc.data.datasets.resize_uint8`), normalised by th
 
 Writes ``FILE.csv`` with a row per image::
 
-    input, path, subject, predicted, prob_<class>..., screening_score, screening_positive
+    input, [path,] subject, predicted, prob_<class>..., screening_score, screening_positive
 
-(``input``: ``file-<n>[-f<k>|-s<k>]``, :mod:`medauc.deploy.inputs`; ``path`` for ordinary images
-only; ``subject``: the run's salted patient hash for DICOM and NIfTI; ``screening_score``:
+(``input``: ``file-<n>[-f<k>|-s<k>]``, the n-th file found, :mod:`medauc.deploy.inputs`; ``path``
+only with ``--paths``, since exports name folders and files after patients; ``subject``: the run's
+salted patient hash for DICOM and NIfTI; ``screening_score``:
 1 - p(negative class); ``screening_positive``: 1 when the score is at or above the run's operating
 threshold, empty without one), and ``FILE.json`` beside it: the model, seed and why, the threshold
 and where it comes from, the preprocessing, and every input that gave no image with its reason
@@ -35,7 +36,7 @@ from medauc.deploy.inputs import InputImage, Unreadable, find_inputs, read_input
 from medauc.errors import DataError
 
 log = logging.getLogger(__name__)
-COLUMNS = ("input", "path", "subject", "predicted")
+COLUMNS = ("input", "subject", "predicted")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass [64]")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: a CUDA GPU when one is visible [auto]")
     parser.add_argument("--force", action="store_true", help="overwrite FILE.csv and FILE.json if they exist")
+    parser.add_argument("--paths", action="store_true",
+                        help="write each input's path into FILE.csv, FILE.json and the messages (off: folder and file names "
+                             "often name the patient; rows are file-<n>, the n-th file found)")
 
 
 def preprocessing(meta: dict[str, Any], chosen: Chosen) -> dict[str, Any]:
@@ -90,9 +94,9 @@ def _cam_overlays(chosen: Chosen, model: Any, meta: dict[str, Any], x_u8: Any, i
 
 
 def predict_inputs(chosen: Chosen, inputs: list[str], batch_size: int = 64, device: str = "auto",
-                   cam_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], list[Unreadable], dict[str, Any]]:
-    """Predict every image of ``inputs`` with ``chosen``: rows (module docstring), unreadable inputs, and facts
-    for the JSON (device, preprocessing, counts)."""
+                   cam_dir: str | Path | None = None, paths: bool = False) -> tuple[list[dict[str, Any]], list[Unreadable], dict[str, Any]]:
+    """Predict every image of ``inputs`` with ``chosen``: rows (module docstring; ``path`` with ``paths``), the
+    inputs that gave no image (each printed as one line), and facts for the JSON (device, preprocessing, counts)."""
     import torch
 
     from medauc.classify.models import InputTransform, load_trained
@@ -124,7 +128,7 @@ def predict_inputs(chosen: Chosen, inputs: list[str], batch_size: int = 64, devi
                 got = read_input(f, dcfg, salt)
                 if isinstance(got, Unreadable):
                     bad.append(got)
-                    print(f"medauc predict: skipped {got.line()}", file=sys.stderr)
+                    print(f"medauc predict: skipped {got.line(paths)}", file=sys.stderr)
                 else:
                     items += got
                 bar.update()
@@ -137,7 +141,7 @@ def predict_inputs(chosen: Chosen, inputs: list[str], batch_size: int = 64, devi
             predicted = prob.argmax(axis=1)
             for it, p, k in zip(items, prob, predicted):
                 score = 1.0 - float(p[neg])
-                rows.append({"input": it.name, "path": it.path, "subject": it.subject, "predicted": classes[int(k)],
+                rows.append({"input": it.name, **({"path": it.path} if paths else {}), "subject": it.subject, "predicted": classes[int(k)],
                              **{f"prob_{c}": float(v) for c, v in zip(classes, p)}, "screening_score": score,
                              "screening_positive": "" if threshold is None else int(score >= threshold)})
             if cam_dir is not None:
@@ -161,11 +165,12 @@ def main(args: argparse.Namespace) -> int:
     chosen = choose(args.run, args.model, args.seed)
     print(f"predict: {chosen.model} seed {chosen.seed} of {chosen.run_dir} ({chosen.why})")
     print(f"predict: {chosen.threshold_text()}")
-    rows, bad, facts = predict_inputs(chosen, args.inputs, args.batch_size, args.device, args.cam)
+    rows, bad, facts = predict_inputs(chosen, args.inputs, args.batch_size, args.device, args.cam, args.paths)
     for b in bad:
         if b.name.startswith("arg-"):
-            print(f"medauc predict: skipped {b.line()}", file=sys.stderr)
-    columns = [*COLUMNS, *(f"prob_{c}" for c in facts["classes"]), "screening_score", "screening_positive"]
+            print(f"medauc predict: skipped {b.line(args.paths)}", file=sys.stderr)
+    columns = [COLUMNS[0], *(["path"] if args.paths else []), *COLUMNS[1:], *(f"prob_{c}" for c in facts["classes"]),
+               "screening_score", "screening_positive"]
     fileio.write_csv(out, rows, columns)
     fileio.write_json(side, {
         "schema": "medauc.predict/1", "run": str(chosen.run_dir), "model": chosen.model, "seed": chosen.seed,
@@ -173,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
         "threshold_source": chosen.threshold_text(), "operating_point": chosen.operating_point,
         "device": facts["device"], "precision": "float32", "preprocessing": facts["preprocessing"],
         "n_images": len(rows), "n_files": facts["files"], "passed_over_in_folders": facts["passed_over"],
-        "skipped": [{"input": b.name, "path": b.path if not b.name.startswith("arg-") else "", "reason": b.reason} for b in bad],
+        "skipped": [{"input": b.name, **({"path": b.path} if args.paths else {}), "reason": b.reason} for b in bad],
         "cam": str(args.cam) if args.cam else None,
     })
     print(f"predict: {len(rows)} image(s) from {facts['files']} file(s) on {facts['device']}"
