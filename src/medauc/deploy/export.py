@@ -73,13 +73,14 @@ def export_model(chosen: Chosen, tolerance: float = TOLERANCE) -> dict[str, Any]
     images, ids = test_images(chosen, meta)
     proto = to_onnx(model, meta, chosen.model, images)
     weights = chosen.model_dir / "best.safetensors"
+    env_path = chosen.run_dir / "environment.json"
+    env = fileio.read_json(env_path) if env_path.is_file() else {}
     values = {
         "medauc.model": meta["model_name"], "medauc.seed": str(chosen.seed), "medauc.classes": list(meta["classes"]),
         "medauc.negative_class": chosen.negative_class, "medauc.preprocessing": preprocessing(meta, chosen),
         "medauc.threshold": {"value": chosen.threshold, "source": chosen.threshold_text()},
         "medauc.weights_sha256": fileio.file_sha256(weights), "medauc.run": chosen.run_dir.name,
-        "medauc.version": (fileio.read_json(chosen.run_dir / "environment.json").get("packages") or {}).get("medauc") or ""
-        if (chosen.run_dir / "environment.json").is_file() else "",
+        "medauc.version": (env.get("packages") or {}).get("medauc") or "",
     }
     set_metadata(proto, values)
     proto.doc_string = (f"medauc: {meta['model_name']} seed {chosen.seed}; input {INPUT_TEXT.format(s=meta['image_size'])}; "
