@@ -147,8 +147,9 @@ def model_card(chosen: Chosen, meta: dict[str, Any], export: dict[str, Any] | No
     doc.p(f"A {len(meta['classes'])}-class brain-MRI slice classifier ({', '.join(meta['classes'])}), trained and evaluated "
           f"by medauc in the run folder {run.name} ({chosen.why}). The screening view: {chosen.negative_class} is negative, "
           "every other class positive; screening score = 1 - p(" + chosen.negative_class + ").")
-    doc.table(["", ""], _recipe(meta) + [["software", f"medauc {(env.get('packages') or {}).get('medauc', 'n/a')}, torch {(env.get('packages') or {}).get('torch', 'n/a')}, "
-                                                      f"git commit {env.get('git_commit', 'n/a')}"]], "Model and training recipe")
+    pkgs = env.get("packages") or {}
+    software = f"medauc {pkgs.get('medauc', 'n/a')}, torch {pkgs.get('torch', 'n/a')}, git commit {env.get('git_commit', 'n/a')}"
+    doc.table(["", ""], _recipe(meta) + [["software", software]], "Model and training recipe")
     doc.h("Intended use")
     doc.p("Research and teaching: reproducing and stress-testing the comparison of classifiers on brain MRI. Not a medical "
           "device: not for diagnosis, triage or any decision about a patient. A hospital evaluating it must test it on its "
