@@ -95,6 +95,7 @@ def test_predict_from_dicom_equals_the_runs_test_predictions_and_names_no_patien
         pred["image_id"] = list(test["image_id"])
         assert _max_diff(pred, run, model) <= 1e-6, model
         assert "path" not in pred.columns and pred["subject"].nunique() == 1 and len(pred["subject"][0]) == 16
+        assert (pred["seen_in_run"] == "").all()  # the phantom run knows no patients
     captured = capsys.readouterr()
     log = captured.out + captured.err
     skipped = [line for line in captured.err.splitlines() if line.startswith("medauc predict: skipped")]
@@ -115,6 +116,17 @@ def test_predict_refuses_to_overwrite_and_names_the_trained_models(run, tmp_path
     assert out.read_text() == "mine\n" and "--force" in capsys.readouterr().err
     assert main(["predict", "--run", str(run), "--model", "resnet18", path, "--out", str(tmp_path / "q.csv")]) == 2
     assert "trained: test_resnet, test_vit" in capsys.readouterr().err
+    assert main(["predict", "--run", str(run), "--seed", "3", path, "--out", str(tmp_path / "q.csv")]) == 2
+    assert "trained seeds: 0" in capsys.readouterr().err
+    # weights changed since training recorded them: named, not used
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("cache", "explain", "curves"))
+    with open(copy / "train" / "test_vit" / "0" / "best.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    assert main(["predict", "--run", str(copy), "--model", "test_vit", path, "--out", str(tmp_path / "q.csv")]) == 2
+    assert "best.safetensors is not the file that was recorded" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from medauc.data.convert import convert_medical, load_salt, locate
 from medauc.data.images import load_image
 from medauc.data.sources import discover
 from medauc.deploy.inputs import InputImage, Unreadable, find_inputs, read_input
+from medauc.deploy.predict import seen_in_run
 from medical_data import PLANTED, make_dicom_tree, make_nifti_tree
 
 OVERRIDES = ["data.classes=[healthy,glioma]", "data.source=folder", "data.shortcut_audit=false"]
@@ -46,6 +47,16 @@ def test_dicom_inputs_give_prepares_pixels_and_patient_hashes(tmp_path):
     for item, png, mine in pairs:
         assert np.array_equal(mine.image, png), item.rel  # bit for bit: the 8-bit rounding prepare's PNG makes
         assert mine.subject == item.subject  # the run's salt: a patient the run has seen keeps his hash
+
+
+def test_patients_the_run_has_seen_are_flagged_with_their_splits(tmp_path):
+    import pandas as pd
+
+    assert seen_in_run(tmp_path) == {}  # no manifest
+    rows = [("a", "train"), ("a", "test"), ("b", "val"), ("", "train"), ("a", "train")]
+    pd.DataFrame({"image_id": list("vwxyz"), "subject": [r[0] for r in rows], "split": [r[1] for r in rows]}).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    assert seen_in_run(tmp_path) == {"a": "train,test", "b": "val"}
 
 
 def test_nifti_slices_and_all_dicom_frames_are_named_by_position(tmp_path):

@@ -8,11 +8,13 @@ training cache did (:func:`medauc.data.datasets.resize_uint8`), normalised by th
 
 Writes ``FILE.csv`` with a row per image::
 
-    input, [path,] subject, predicted, prob_<class>..., screening_score, screening_positive
+    input, [path,] subject, seen_in_run, predicted, prob_<class>..., screening_score, screening_positive
 
 (``input``: ``file-<n>[-f<k>|-s<k>]``, the n-th file found, :mod:`medauc.deploy.inputs`; ``path``
 only with ``--paths``, since exports name folders and files after patients; ``subject``: the run's
-salted patient hash for DICOM and NIfTI; ``screening_score``:
+salted patient hash for DICOM and NIfTI; ``seen_in_run``: the run's splits that hold images of
+that patient (``train``, ``val``, ``test``; "" for none or unknown): predictions on them are no
+independent test; ``screening_score``:
 1 - p(negative class); ``screening_positive``: 1 when the score is at or above the run's operating
 threshold, empty without one), and ``FILE.json`` beside it: the model, seed and why, the threshold
 and where it comes from, the preprocessing, and every input that gave no image with its reason
@@ -36,7 +38,7 @@ from medauc.deploy.inputs import InputImage, Unreadable, find_inputs, read_input
 from medauc.errors import DataError
 
 log = logging.getLogger(__name__)
-COLUMNS = ("input", "subject", "predicted")
+COLUMNS = ("input", "subject", "seen_in_run", "predicted")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +73,22 @@ def preprocessing(meta: dict[str, Any], chosen: Chosen) -> dict[str, Any]:
                       "on": "8-bit values 0..255", "in_chans": int(meta["in_chans"]),
                       "channels": "the grey image repeated" if int(meta["in_chans"]) > 1 else "one grey channel"},
     }
+
+
+def seen_in_run(run_dir: str | Path) -> dict[str, str]:
+    """``{subject: "train,test"}``: the splits of the run's manifest that hold each known patient's images."""
+    import pandas as pd
+
+    path = Path(run_dir) / "manifest.csv"
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "subject" not in df.columns:
+        return {}
+    order = {"train": 0, "val": 1, "test": 2}
+    known = df[df["subject"] != ""]
+    return {subject: ",".join(sorted(set(splits), key=lambda x: order.get(x, 3)))
+            for subject, splits in known.groupby("subject")["split"]}
 
 
 def _cam_overlays(chosen: Chosen, model: Any, meta: dict[str, Any], x_u8: Any, items: list[InputImage],
@@ -119,6 +137,7 @@ def predict_inputs(chosen: Chosen, inputs: list[str], batch_size: int = 64, devi
     classes = list(meta["classes"])
     neg = classes.index(chosen.negative_class) if chosen.negative_class in classes else 0
     threshold = chosen.threshold
+    seen = seen_in_run(chosen.run_dir) if salt is not None else {}
     rows: list[dict[str, Any]] = []
     bar = progress_bar(total=len(files), desc="predict", unit="file", dynamic_ncols=True, mininterval=0.5)
     try:
@@ -141,7 +160,8 @@ def predict_inputs(chosen: Chosen, inputs: list[str], batch_size: int = 64, devi
             predicted = prob.argmax(axis=1)
             for it, p, k in zip(items, prob, predicted):
                 score = 1.0 - float(p[neg])
-                rows.append({"input": it.name, **({"path": it.path} if paths else {}), "subject": it.subject, "predicted": classes[int(k)],
+                rows.append({"input": it.name, **({"path": it.path} if paths else {}), "subject": it.subject,
+                             "seen_in_run": seen.get(it.subject, "") if it.subject else "", "predicted": classes[int(k)],
                              **{f"prob_{c}": float(v) for c, v in zip(classes, p)}, "screening_score": score,
                              "screening_positive": "" if threshold is None else int(score >= threshold)})
             if cam_dir is not None:
@@ -181,6 +201,10 @@ def main(args: argparse.Namespace) -> int:
         "skipped": [{"input": b.name, **({"path": b.path} if args.paths else {}), "reason": b.reason} for b in bad],
         "cam": str(args.cam) if args.cam else None,
     })
+    seen = sum(bool(r["seen_in_run"]) for r in rows)
+    if seen:
+        print(f"medauc predict: warning: {seen} image(s) come from patients whose images this run trained, selected or "
+              "tested on (column seen_in_run): their predictions are no independent test", file=sys.stderr)
     print(f"predict: {len(rows)} image(s) from {facts['files']} file(s) on {facts['device']}"
           + (f", {len(bad)} input(s) skipped (listed above and in {side})" if bad else "")
           + (f", {facts['passed_over']} other file(s) in the folders passed over" if facts["passed_over"] else "")
