@@ -101,3 +101,17 @@ def test_deleted_generated_images_rebuild_augment_and_nothing_after_it(smoke_run
     assert len(list((smoke_run / "augment" / "generated").rglob("*.png"))) == 70
     assert (smoke_run / "augment" / "manifest.csv").read_bytes() == augmented  # rebuilt the same: seeded
     assert {s: stage_record(smoke_run, s) for s in later} == before  # nothing after it recomputed
+
+
+def test_model_card_states_the_augmentation_checks_of_a_full_run(smoke_run):
+    # The card's limitations come from this run's checks: (e) is measured only by the strategies stage.
+    from medauc.deploy.card import model_card
+    from medauc.deploy.chosen import choose
+
+    chosen = choose(smoke_run)
+    card = model_card(chosen, read_json(chosen.model_dir / "model.json"))
+    assert chosen.why.startswith("best by auc_macro") and chosen.model in ("test_resnet", "test_vit")
+    assert "The model was trained on restored healthy images" in card
+    assert "after restoration, tumour test images are called healthy" in card  # check (e), from strategies.json
+    assert "restored and original healthy images can be told apart" in card  # check (d), from augment_checks.json
+    assert "No metrics for" not in card and "Not explained in this run" not in card

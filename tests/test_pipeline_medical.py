@@ -44,6 +44,17 @@ def test_dicom_folder_runs_end_to_end_and_keeps_patients_whole_and_unnamed(tmp_p
     assert audit["medical"]["subject_from"] == {"PatientID": 48}
     # Mutation caught: a stored path, id, file name, log line or report naming the patient.
     assert planted_hits(out, (log,)) == []
+    # The trained model on the same export: every patient recognised by the run's salted hash, nothing named.
+    pred_dir = tmp_path / "predict"
+    assert main(["predict", "--run", str(out), str(data), "--out", str(pred_dir / "p.csv")]) == 0
+    captured = capsys.readouterr()
+    pred = pd.read_csv(pred_dir / "p.csv", dtype=str, keep_default_na=False)
+    assert len(pred) == 48 and set(pred["subject"]) == set(df["subject"])
+    splits = df.groupby("subject")["split"].first()
+    assert (pred["seen_in_run"] == pred["subject"].map(splits)).all()
+    assert "48 image(s) come from patients whose images this run trained" in captured.err
+    assert len([x for x in captured.err.splitlines() if x.startswith("medauc predict: skipped")]) == 4
+    assert planted_hits(pred_dir, (captured.out + captured.err,)) == []
 
 
 @pytest.mark.slow

@@ -227,7 +227,7 @@ def test_every_declared_function_and_command_exists():
         module = importlib.import_module(command.module)
         assert callable(module.add_arguments) and callable(module.main)
     assert list(stages.COMMANDS) == ["phantom", "prepare", "augment", "train", "strategies", "evaluate", "explain",
-                                     "report", "compare", "run"]
+                                     "report", "compare", "predict", "export", "run"]
 
 
 # ----------------------------------------------------------------------------- the lock

@@ -27,3 +27,7 @@ class EvaluationError(MedaucError, ValueError):
 
 class UndefinedMetricWarning(UserWarning):
     """A metric is undefined for the data given (for example an AUC with no negatives); it is nan."""
+
+
+class ExportError(ModelError):
+    """A model cannot be exported, or an exported file does not reproduce it."""

@@ -59,7 +59,8 @@ def environment_info() -> dict[str, Any]:
 
     versions = {}
     for pkg in ("medauc", "torch", "torchvision", "timm", "grad-cam", "monai", "numpy", "scipy", "scikit-learn", "pandas", "nilearn",
-                "nibabel", "pydicom", "pylibjpeg-openjpeg", "python-gdcm"):  # the last three decode DICOM
+                "nibabel", "pydicom", "pylibjpeg-openjpeg", "python-gdcm",  # the last three decode DICOM
+                "onnx", "onnxruntime", "onnxscript"):  # medauc export
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -163,7 +163,8 @@ STAGES: tuple[Stage, ...] = (
         function="medauc.report.build:compute", command="medauc.report.command",
         config=("report",),
         inputs=("config.yaml", "manifest.csv", "data_audit.json", "phantom/phantom.json", "augment_checks.json",
-                "strategies.json", "metrics.json", "comparisons.csv", "explain.json", "explain/*.png"),
+                "strategies.json", "metrics.json", "comparisons.csv", "explain.json", "explain/*.png",
+                "export/*/*/model_card.md"),
         extra="medauc.stages:report_code", also="medauc's report code",
         outputs=("report.html", "report.md", "results.json", "report_files/*.png"),
         needs=("prepare", "augment", "strategies", "evaluate", "explain"), guarded=False,
@@ -172,8 +173,10 @@ STAGES: tuple[Stage, ...] = (
 
 COMMANDS: dict[str, Command] = {
     **{s.name: Command(s.name, s.command, s.summary, stage=s) for s in STAGES if s.command},
-    "compare": Command("compare", "medauc.evaluate.compare_cli", "compare predictions files: paired DeLong and bootstrap tests",
-                       common=False),
+    **{name: Command(name, module, summary, common=False) for name, module, summary in (
+        ("compare", "medauc.evaluate.compare_cli", "compare predictions files: paired DeLong and bootstrap tests"),
+        ("predict", "medauc.deploy.predict", "apply a run's trained model to new images (PNG, JPEG, DICOM, NIfTI)"),
+        ("export", "medauc.deploy.export", "export a run's trained model to ONNX, checked against PyTorch, with its model card"))},
     "run": Command("run", "medauc.pipeline", "run every stage end to end, with caching"),
 }
 
@@ -193,8 +196,7 @@ def pipeline(cfg: Config) -> list[Stage]:
 # ----------------------------------------------------------------------------- running a stage
 
 
-def _is_main() -> bool:
-    # Under torchrun only rank 0 holds the lock and writes records; the other ranks decide alike.
+def _is_main() -> bool:  # under torchrun only rank 0 holds the lock and writes records; the others decide alike
     return int(os.environ.get("RANK", "0")) == 0
 
 

@@ -194,7 +194,7 @@ def _convert_one(task: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _segmentation_for(volume: Path, pattern: str) -> Path | None:
+def segmentation_for(volume: Path, pattern: str) -> Path | None:
     """The segmentation next to ``volume``: a file ending in ``pattern`` whose name, less the
     pattern, is the longest prefix of the volume's name (``case1_seg.nii.gz`` for ``case1_t1.nii.gz``)."""
     if not pattern:
@@ -255,7 +255,7 @@ def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLik
             continue
         mask = it.mask_path
         if kind == "nifti" and not mask:
-            seg = _segmentation_for(it.path, dcfg.mask_pattern)
+            seg = segmentation_for(it.path, dcfg.mask_pattern)
             mask = str(seg) if seg else ""
         mask_rel = Path(mask).relative_to(disc.root).as_posix() if mask else ""
         ident = [it.rel, _stat(str(it.path)), mask_rel, _stat(mask) if mask else None, settings]

@@ -98,7 +98,7 @@ def _hidden_entries(d: Path) -> list[dict[str, str]]:
     return out
 
 
-def _walk(d: Path, skipped: list[dict[str, str]] | None = None) -> Iterable[tuple[Path, list[str]]]:
+def walk(d: Path, skipped: list[dict[str, str]] | None = None) -> Iterable[tuple[Path, list[str]]]:
     """(folder, sorted file names) below ``d``; hidden and system folders are not entered (but listed)."""
     for cur, dirnames, filenames in os.walk(d):
         if skipped is not None:
@@ -209,7 +209,7 @@ def discover(root: str | os.PathLike[str], dcfg: DataConfig) -> Discovery:
         label = cmap.name(d.name)
         disc.folders[str(d.relative_to(root))] = label
         per_class_files.setdefault(label, 0)
-        for cur, names in _walk(d, disc.skipped):
+        for cur, names in walk(d, disc.skipped):
             for name in names:
                 p = cur / name
                 rel = p.relative_to(root).as_posix()
@@ -266,7 +266,7 @@ def check_classes(classes: list[str], counts: dict[str, int], root: Path, what: 
 def _index_masks(mask_root: Path) -> dict[str, str]:
     """Relative path without extension -> absolute mask path."""
     out: dict[str, str] = {}
-    for cur, names in _walk(mask_root):
+    for cur, names in walk(mask_root):
         for name in names:
             if skip_reason(name) is None or is_nifti_name(name):
                 p = cur / name

@@ -48,6 +48,11 @@ class Code:
 
 
 @dataclass
+class Links:
+    items: list[tuple[str, str]]  # (text, href relative to the report)
+
+
+@dataclass
 class Document:
     title: str
     blocks: list[Any] = field(default_factory=list)
@@ -67,6 +72,9 @@ class Document:
 
     def code(self, text: str) -> None:
         self.blocks.append(Code(text))
+
+    def links(self, items: list[tuple[str, str]]) -> None:
+        self.blocks.append(Links(items))
 
     def figures(self) -> list[Figure]:
         return [b for b in self.blocks if isinstance(b, Figure)]
@@ -140,6 +148,8 @@ def to_html(doc: Document) -> str:
             )
         elif isinstance(b, Code):
             parts.append(f"<pre>{esc(b.text)}</pre>")
+        elif isinstance(b, Links):
+            parts.append("<ul>" + "".join(f'<li><a href="{esc(h)}">{esc(t)}</a></li>' for t, h in b.items) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -179,4 +189,6 @@ def to_markdown(doc: Document, figure_dir: str = "report_files") -> str:
             out += [f"![{_md_escape(b.caption)}]({figure_dir}/{b.name})", "", f"*{_md_escape(b.caption)}*", ""]
         elif isinstance(b, Code):
             out += ["```", b.text, "```", ""]
+        elif isinstance(b, Links):
+            out += [f"- [{_md_escape(t)}](<{h}>)" for t, h in b.items] + [""]
     return "\n".join(out)

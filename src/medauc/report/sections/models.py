@@ -81,6 +81,19 @@ def models_section(ctx: Context) -> None:
 
     _curves(ctx, metrics)
     _prevalence(ctx, metrics)
+    _model_cards(ctx)
+
+
+def _model_cards(ctx: Context) -> None:
+    """Links to the model cards ``medauc export`` wrote (``export/<model>/<seed>/model_card.md``)."""
+    cards = sorted(p.relative_to(ctx.run_dir).as_posix() for p in ctx.run_dir.glob("export/*/*/model_card.md"))
+    ctx.results["model_cards"] = cards
+    if cards:
+        ctx.doc.h("Model cards", 3)
+        ctx.doc.p("Written by `medauc export` with each exported model (ONNX, checked against PyTorch): what the model is, "
+                  "how it was trained, its metrics with intervals, its operating threshold, calibration, Grad-CAM result "
+                  "and its limitations as measured in this run.")
+        ctx.doc.links([(f"{c.split('/')[1]} seed {c.split('/')[2]}: {c}", c) for c in cards])
 
 
 def _read_curve(ctx: Context, rel: str, curve: str) -> pd.DataFrame | None:
