@@ -141,3 +141,23 @@ def test_bad_level_and_method():
         auc_ci([0, 1], [0.1, 0.2], level=95)
     with pytest.raises(EvaluationError, match="method"):
         auc_ci([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], method="wald")
+
+
+def test_bootstrap_ci_works_in_chunks_of_bounded_memory(monkeypatch):
+    """auc_ci(method="bootstrap") held n_bootstrap x n weights at once (2,000 x 100,000: 1.6 GB); in
+    chunks the numpy peak stays near one chunk, and a single chunk gives what it always gave."""
+    import tracemalloc
+
+    import medauc.evaluate.bootstrap as bs
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40_000)
+    s = y + rng.normal(0, 1.5, y.size)
+    whole = auc_ci(y, s, method="bootstrap", n_bootstrap=200, seed=1)
+    monkeypatch.setattr(bs, "CHUNK_ENTRIES", 400_000)  # 10 resamples a chunk instead of all 200
+    tracemalloc.start()
+    chunked = auc_ci(y, s, method="bootstrap", n_bootstrap=200, seed=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 30e6, peak  # all 200 resamples at once: 64 MB of weights alone
+    assert chunked.auc == whole.auc and abs(chunked.low - whole.low) < 0.01 and abs(chunked.high - whole.high) < 0.01
