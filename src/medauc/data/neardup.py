@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-_SMALL = 128  # buckets up to this size: every pair in them is compared directly
+_SMALL = 128  # buckets up to this size: every pair in them is compared directly, all buckets at once
+_BRUTE = 1024  # sets up to this size: all pairs compared (about 3 ms; cheaper than indexing them)
 _ALL = (1 << 64) - 1
 
 
@@ -70,7 +71,7 @@ def _search(h: np.ndarray, idx: np.ndarray, d: int, out: list[np.ndarray]) -> No
     sub = h[idx]
     varying = int(np.bitwise_or.reduce(sub ^ sub[0])) if len(sub) else 0
     nvar = bin(varying).count("1")
-    if len(idx) <= _SMALL or nvar < 2 * (d + 1):  # small, or too few bits left to index on
+    if len(idx) <= _BRUTE or nvar < 2 * (d + 1):  # small, or too few bits left to index on
         pairs = near_pairs_brute(sub, d)
         out.append(np.stack([idx[pairs[:, 0]], idx[pairs[:, 1]]], axis=1))
         return

@@ -5,13 +5,18 @@ and ``ceil(val_fraction * rest)`` of the rest to val (ceil reproduces the study'
 test images of the Kaggle rm1000 set, and keeps every class in every split). Then every duplicate
 group is put in the split that holds most of its images; the images that had to move are counted,
 and singletons of the same class are moved back the other way so the per-class counts stay as planned.
+Where too few images stand alone for that (a patient's slices are near-duplicates of each other, and
+chains of them join patients), whole one-class groups are moved until each class is within about
+one group of its plan (:mod:`medauc.data.rebalance`).
 
 With patient ids (``subjects``): a group is a connected component of duplicates and patients
 (:func:`combine_groups`), and whole groups are dealt out by scikit-learn's
 :class:`~sklearn.model_selection.StratifiedGroupKFold`: test is ``a`` of ``k`` stratified group
 folds with ``a / k`` closest to ``test_fraction``, val likewise from the rest. The per-class
 shares then come within a percent or so of the planned ones on a few hundred patients (groups
-cannot be cut to fit exactly); a class left out of a split gets one of its groups moved there.
+cannot be cut to fit exactly); a class further off (large groups: patients joined by
+``data.near_duplicates=merge``) has whole groups moved back towards its plan, and a class left out
+of a split gets one of its groups moved there.
 """
 
 from __future__ import annotations
@@ -194,9 +199,12 @@ def _check_every_split(
             lab = labels == label
             if not plan[s] or np.any(lab & (split == s)):
                 continue
+            first: dict[int, int] = {}
+            for i in np.flatnonzero(lab).tolist():
+                first.setdefault(int(groups[i]), i)
             holders: dict[str, list[int]] = {}
-            for g in dict.fromkeys(groups[lab].tolist()):
-                holders.setdefault(str(split[groups == g][0]), []).append(g)
+            for g, i in first.items():
+                holders.setdefault(str(split[i]), []).append(g)
             donor = max(holders, key=lambda d: (len(holders[d]), d))
             if len(holders[donor]) < 2:
                 raise DataError(
