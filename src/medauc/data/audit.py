@@ -272,8 +272,8 @@ def metadata_clusters(x: np.ndarray, neighbours: int = 3, cap: int | None = None
     whose metadata all differ from the others' (a real shortcut) still spans many clusters.
 
     Stand-ins for patients when none are known: the slices of one patient share its scanner's size,
-    noise and contrast, so they are each other's nearest neighbours (on the phantom, 97-99% of the
-    patients fall in one cluster)."""
+    noise and contrast, so they are each other's nearest neighbours (on the phantom, 99% of the patients at 1k,
+    95% in a 3,000-image sample of 7k, fall in one cluster)."""
     from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
