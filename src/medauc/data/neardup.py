@@ -18,7 +18,6 @@ import numpy as np
 
 _SMALL = 128  # buckets up to this size: every pair in them is compared directly, all buckets at once
 _BRUTE = 1024  # sets up to this size: all pairs compared (about 3 ms; cheaper than indexing them)
-_ALL = (1 << 64) - 1
 
 
 def near_pairs_brute(hashes: np.ndarray, max_distance: int, block: int | None = None) -> np.ndarray:
@@ -72,8 +71,7 @@ def _search(h: np.ndarray, idx: np.ndarray, d: int, out: list[np.ndarray]) -> No
     varying = int(np.bitwise_or.reduce(sub ^ sub[0])) if len(sub) else 0
     nvar = bin(varying).count("1")
     if len(idx) <= _BRUTE or nvar < 2 * (d + 1):  # small, or too few bits left to index on
-        pairs = near_pairs_brute(sub, d)
-        out.append(np.stack([idx[pairs[:, 0]], idx[pairs[:, 1]]], axis=1))
+        out.append(idx[near_pairs_brute(sub, d)])
         return
     buckets = []
     for m in _chunks(varying, d + 1):
@@ -87,8 +85,7 @@ def _search(h: np.ndarray, idx: np.ndarray, d: int, out: list[np.ndarray]) -> No
     # them costs as much as comparing all pairs (a tight cluster), compare all pairs. This also
     # bounds the search at the all-pairs cost whatever the data.
     if sum(float(np.sum(sz.astype(np.float64) ** 2)) for _, _, _, sz in buckets) >= float(len(idx)) ** 2:
-        pairs = near_pairs_brute(sub, d)
-        out.append(np.stack([idx[pairs[:, 0]], idx[pairs[:, 1]]], axis=1))
+        out.append(idx[near_pairs_brute(sub, d)])
         return
     earlier: list[np.uint64] = []
     for mk, order, starts, sizes in buckets:
