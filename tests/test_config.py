@@ -157,12 +157,13 @@ def test_plain_forms_are_lists_and_dicts():
 KEYS = {
     # demo: changed deliberately (issue 12: augment.multiple 2, train.jobs 2, densenet121's lr 0.0015);
     # config.yaml of both: the new train.jobs and train.lr_by_model fields (an older config.yaml is
-    # read with their defaults). Every other key of smoke is as before them.
-    "demo": {"config.yaml": "125ddfc1d0514aec", "augment": "7879da5b94949217", "strategies": "893be93270bf5959",
+    # read with their defaults). Every other key of smoke is as before them. config.yaml of both again:
+    # the new data.near_duplicates field (issue 23; an older config.yaml is read with its default).
+    "demo": {"config.yaml": "e48bc2e9f805a567", "augment": "7879da5b94949217", "strategies": "893be93270bf5959",
              "evaluate": "ed0c3ed746e0cda4", "train": "1c7b75199e848335", "train/resnet18": "ffd32318ba9dd03a",
              "train/densenet121": "e9d379065d1bc35e", "train/efficientnet_es": "eecbc1f6fd7bb676",
              "train/efficientformerv2_s0": "2c54d47b67472f9c"},
-    "smoke": {"config.yaml": "6e861500d3b7740e", "augment": "18029e2ca29338e3", "strategies": "69ff210a2f9fa39c",
+    "smoke": {"config.yaml": "d91aaa6fe98c0820", "augment": "18029e2ca29338e3", "strategies": "69ff210a2f9fa39c",
               "evaluate": "e8c1737596fe5fe6", "train": "b99c009f7bf8b630", "train/test_resnet": "3213bb00188213a0",
               "train/test_vit": "377a45d4a03bb8bf"},
 }

@@ -156,3 +156,62 @@ def test_warnings_for_shortcuts_conflicts_and_giant_groups():
     assert "'healthy' with AUC 0.97" in out[0] and "aspect_ratio" in out[0]
     assert "1 label conflict" in out[1] and "40 images" in out[2]
     assert _warnings({"per_class": {"a": 0.6}, "max": 0.6}, [], largest_group=3, n=1000, hamming=6) == []
+
+
+def _patients(root: Path) -> None:
+    """Two classes, 8 patients each of 3 near-identical slices; healthy p0 and p1 look alike (one
+    base image): near-duplicates between two different patients."""
+    for ci, c in enumerate(["healthy", "glioma"]):
+        for p in range(8):
+            base = smooth(50 * ci + (0 if (ci, p) == (0, 1) else p)).astype(np.int16)
+            for s in range(3):
+                noise = np.random.default_rng(1000 * ci + 10 * p + s).integers(-2, 3, base.shape)
+                path = root / c / f"p{ci}{p}_s{s}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path)
+
+
+def test_near_duplicates_between_patients_are_reported_and_merged_only_when_asked(tmp_path, capsys):
+    _patients(tmp_path / "data")
+    common = ["data.classes=[healthy, glioma]", "data.workers=1", "data.shortcut_audit=false",
+              r"data.group_pattern=(p\d+)_", "data.test_fraction=0.25", "data.val_fraction=0.2"]
+    out = {}
+    for mode in ("report", "merge"):
+        cfg = load_config("smoke", [*common, f"data.near_duplicates={mode}"])
+        run = open_run(tmp_path / mode, cfg)
+        df = read_manifest(prepare_stage(cfg, run, data_dir=tmp_path / "data"))
+        out[mode] = (df, json.loads((run / "data_audit.json").read_text()), capsys.readouterr().out)
+    df, audit, printed = out["report"]
+    links = audit["near_duplicate_patients"]
+    assert links["mode"] == "report" and links["patient_pairs"] == 1 and links["image_pairs"] >= 3
+    assert all({a.split("/")[1][:3], b.split("/")[1][:3]} == {"p00", "p01"} for a, b in links["examples"])
+    assert links["joined_patients"] == 0 and df.groupby("subject")["group"].nunique().max() == 1
+    assert df.loc[df["subject"] == "p00", "group"].iloc[0] != df.loc[df["subject"] == "p01", "group"].iloc[0]
+    assert "near-duplicate image pair(s) between 1 pair(s) of different patients" in printed
+    df, audit, printed = out["merge"]
+    links = audit["near_duplicate_patients"]
+    assert links["joined_patients"] == 2 and links["largest_joined"] == {"patients": 2, "images": 6}
+    assert len(set(df.loc[df["subject"].isin(["p00", "p01"]), "split"])) == 1  # one split for the two
+    assert "2 patients joined into 1 group(s)" in printed
+
+
+def test_prepare_key_gains_near_duplicates_only_where_patients_may_be_known(tmp_path):
+    # Run folders made without patient ids keep their prepare keys (the setting acts on links
+    # between patients only); with patients the default changed what prepare writes, so it is keyed.
+    import hashlib
+
+    from medauc.config import config_hash, replace, without_later_defaults
+    from medauc.data.command import _KEY_IGNORES, _KEY_LATER, stage_key
+    from medauc.data.sources import discover
+
+    _messy(tmp_path)
+    cfg = load_config("smoke")
+    disc = discover(tmp_path, cfg.data)
+    key = stage_key(cfg, disc)
+    data = {k: v for k, v in without_later_defaults(cfg.data, _KEY_LATER).items()
+            if k not in _KEY_IGNORES and k != "near_duplicates"}
+    files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
+    assert key == config_hash(data, cfg.seed, str(disc.root), files)  # the key before issue 23
+    assert stage_key(replace(cfg, **{"data.near_duplicates": "merge"}), disc) == key
+    pat = replace(cfg, **{"data.group_pattern": r"(img\d)"})
+    assert stage_key(pat, disc) != stage_key(replace(pat, **{"data.near_duplicates": "merge"}), disc)

@@ -23,6 +23,7 @@ from medauc.validate import CHOICES, check_models
         ("train.epochs=0", "train.epochs=0: must be >= 1"),
         ("data.val_fraction=1.5", "data.val_fraction=1.5: must lie in (0, 1)"),
         ("train.optimizer=sgd", "train.optimizer='sgd': must be one of 'adam', 'adamw'"),
+        ("data.near_duplicates=maybe", "data.near_duplicates='maybe': must be one of 'report', 'merge'"),
         ("explain.methods=[gradcam,foo]", "'foo' is not one of 'gradcam'"),
         ("augment.image_size=33", "augment.image_size=33: must be divisible by 2"),
         ("evaluate.prevalences=[0.5,2]", "2.0 must lie in (0, 1)"),

@@ -55,6 +55,7 @@ class DataConfig(Frozen):
     val_fraction: float = 0.10  # share of the remaining train carved out for validation (model selection)
     image_size: int = 224  # classifier input size (square), images are cached at this size
     near_duplicate_hamming: int = 6  # perceptual-hash distance (of 64 bits) that counts as near-duplicate
+    near_duplicates: str = "report"  # patients known: a near-duplicate of another patient's image is "report"ed (data_audit.json, a warning) or "merge"s the two patients into one split; exact copies always join; no patient ids: near-duplicates always stay together
     shortcut_audit: bool = True  # train a metadata-only classifier to detect acquisition shortcuts
     workers: int = 2  # processes used to read and hash images
     dicom_frames: str = "first"  # multi-frame DICOM files: "first" frame only, or "all" (each frame an image)

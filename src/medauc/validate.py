@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # medauc.config.load_config imports this module
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "folder"),
     "data.split": ("random", "given"),
+    "data.near_duplicates": ("report", "merge"),
     "data.dicom_frames": ("first", "all"),
     "data.volume_axis": (0, 1, 2),  # type: ignore[dict-item]
     "phantom.confound": ("", "aspect", "intensity"),
@@ -146,6 +147,7 @@ RULES: dict[str, Check] = {
     "data.val_fraction": between(0, 1),
     "data.image_size": between(8, MAX_IMAGE_SIZE, low_open=False, high_open=False),
     "data.near_duplicate_hamming": between(0, 64, low_open=False, high_open=False),
+    "data.near_duplicates": one_of("data.near_duplicates"),
     "data.workers": at_least(1),
     "data.dicom_frames": one_of("data.dicom_frames"),
     "data.window": window_choice,

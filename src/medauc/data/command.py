@@ -23,6 +23,7 @@ from medauc.data.manifest import REQUIRED_COLUMNS, write_manifest
 from medauc.data import subjects as subjects_mod
 from medauc.data.convert import convert_medical
 from medauc.data.medical import MEDICAL_KINDS, file_kind
+from medauc.data.neardup import patient_links
 from medauc.data.sources import Discovery, SourceItem, check_classes, discover
 from medauc.data.split import SPLITS, combine_groups, split_indices
 from medauc.errors import DataError
@@ -80,10 +81,19 @@ def stage_key(cfg: Config, disc: Discovery) -> str:
     """Hash of what prepare's outputs depend on: data settings, seed, the file list, and the
     content of ``data.groups_csv`` (not its path)."""
     data = {k: v for k, v in without_later_defaults(cfg.data, _KEY_LATER).items() if k not in _KEY_IGNORES}
+    if not _may_know_patients(cfg, disc):
+        data.pop("near_duplicates")  # acts on links between patients only: earlier runs without patients keep their keys
     if cfg.data.groups_csv:
         data["groups_csv"] = fileio.file_sha256(Path(cfg.data.groups_csv).expanduser())
     files = hashlib.sha256(json.dumps(sorted(disc.fingerprint)).encode()).hexdigest()
     return config_hash(data, cfg.seed, str(disc.root), files)
+
+
+def _may_know_patients(cfg: Config, disc: Discovery) -> bool:
+    """Patients may be known: named by data.group_pattern or data.groups_csv, by the source itself, or in
+    DICOM/NIfTI headers."""
+    return bool(cfg.data.group_pattern or cfg.data.groups_csv) or any(
+        it.subject or file_kind(it.path, cfg.data.mask_pattern) in MEDICAL_KINDS for it in disc.items)
 
 
 def _image_ids(items: list[SourceItem]) -> list[str]:
@@ -141,16 +151,19 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
 
     t = time.perf_counter()
     sha = [r["sha256"] for r in recs]
-    dup = audit_mod.duplicate_groups(sha, [r["phash"] for r in recs], cfg.data.near_duplicate_hamming)
+    subjects = [it.subject for it in items] if any(it.subject for it in items) else None
+    hamming = cfg.data.near_duplicate_hamming
+    dup = audit_mod.duplicate_groups(sha, [r["phash"] for r in recs], hamming, subjects, cfg.data.near_duplicates)
     conflicts = audit_mod.label_conflicts(dup["group"], labels, sha, ids)
+    whole = combine_groups(dup["group"], subjects)  # what the split keeps together
+    links, link_warnings, joined = patient_links(dup["cross_patient"], subjects, whole, ids, cfg.data.near_duplicates, hamming)
     timings["duplicates_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    subjects = [it.subject for it in items] if any(it.subject for it in items) else None
     split = split_indices(
         labels, dup["group"], ids, seed=cfg.seed, test_fraction=cfg.data.test_fraction,
         val_fraction=cfg.data.val_fraction, given=[it.given_split for it in items] if cfg.data.split == "given" else None,
-        subjects=subjects,
+        subjects=subjects, joined=joined,
     )
     timings["split_s"] = time.perf_counter() - t
 
@@ -158,13 +171,13 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
     if cfg.data.shortcut_audit:
         shortcut = audit_mod.shortcut_audit(
             recs, labels, disc.classes, seed=cfg.seed, workers=cfg.data.workers,
-            groups=combine_groups(dup["group"], subjects) if subjects is not None else None,
+            groups=whole if subjects is not None else None,
         )
     else:
         shortcut = {"per_class": {}, "macro": None, "max": None, "note": "disabled (data.shortcut_audit=false)"}
     timings["shortcut_s"] = time.perf_counter() - t
 
-    df = _manifest_frame(items, ids, recs, combine_groups(dup["group"], subjects), split.split)
+    df = _manifest_frame(items, ids, recs, whole, split.split)
     if medical is not None:
         df["source_file"] = [medical.refs.get(str(it.path), "") for it in items]
     subject_audit = _subject_audit(df, disc.classes, subject_source, cfg, split.cross_subjects)
@@ -182,8 +195,11 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
         "skipped": disc.skipped,
         "exact_duplicate_groups": [[ids[i] for i in ix] for ix in dup["exact"]],
         "near_duplicate_groups": [[ids[i] for i in ix] for ix in dup["near"]],
-        "near_duplicate_hamming": cfg.data.near_duplicate_hamming,
+        "near_duplicate_hamming": hamming,
         "largest_group": max(group_sizes, default=0),
+        "images_in_groups": int(sum(n for n in group_sizes if n > 1)),  # images kept with at least one other
+        # near-duplicates between different patients: reported, merged only under data.near_duplicates=merge
+        "near_duplicate_patients": links,
         "label_conflicts": conflicts,
         "cross_split_duplicates": split.moved,
         # data.split=given: duplicate groups across the given train and test sets, reported, not moved
@@ -194,7 +210,7 @@ def compute(cfg: Config, run_dir: str | os.PathLike[str], data_dir: str | os.Pat
         "medical": medical.summary if medical is not None else None,  # DICOM/NIfTI conversion (medauc.data.convert)
         "class_stats": audit_mod.class_stats(recs, labels, disc.classes),
         "shortcut_auc": shortcut,
-        "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), cfg.data.near_duplicate_hamming)
+        "warnings": _warnings(shortcut, conflicts, max(group_sizes, default=0), len(items), hamming) + link_warnings
         + _given_warning(split.cross_split, split.split) + _subject_warnings(subject_audit)
         + (medical.warnings if medical is not None else []),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -366,12 +382,13 @@ def summary_text(audit: dict[str, Any], run_dir: Path) -> str:
         lines.append("  skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
     lines.append(
         f"  duplicates: {len(audit['exact_duplicate_groups'])} exact group(s), {len(audit['near_duplicate_groups'])} "
-        f"near group(s), {len(audit['label_conflicts'])} label conflict(s); "
+        f"near group(s) (largest {audit['largest_group']} images), {len(audit['label_conflicts'])} label conflict(s); "
         f"{audit['cross_split_duplicates']} image(s) moved to keep groups in one split"
     )
     sc = audit["shortcut_auc"]
     if sc.get("max") is not None:
-        lines.append(f"  shortcut audit (metadata only, {sc['folds']}-fold CV): macro AUC {sc['macro']:.3f}, max {sc['max']:.3f}")
+        lines.append(f"  shortcut audit (metadata only, {sc['folds']}-fold CV by {sc.get('folds_by', 'image')}): "
+                     f"macro AUC {sc['macro']:.3f}, max {sc['max']:.3f}")
     elif sc.get("note"):
         lines.append(f"  shortcut audit: {sc['note']}")
     for w in audit["warnings"]:

@@ -5,13 +5,18 @@ and ``ceil(val_fraction * rest)`` of the rest to val (ceil reproduces the study'
 test images of the Kaggle rm1000 set, and keeps every class in every split). Then every duplicate
 group is put in the split that holds most of its images; the images that had to move are counted,
 and singletons of the same class are moved back the other way so the per-class counts stay as planned.
+Where too few images stand alone for that (a patient's slices are near-duplicates of each other, and
+chains of them join patients), whole one-class groups are moved until each class is within about
+one group of its plan (:mod:`medauc.data.rebalance`).
 
 With patient ids (``subjects``): a group is a connected component of duplicates and patients
 (:func:`combine_groups`), and whole groups are dealt out by scikit-learn's
 :class:`~sklearn.model_selection.StratifiedGroupKFold`: test is ``a`` of ``k`` stratified group
 folds with ``a / k`` closest to ``test_fraction``, val likewise from the rest. The per-class
 shares then come within a percent or so of the planned ones on a few hundred patients (groups
-cannot be cut to fit exactly); a class left out of a split gets one of its groups moved there.
+cannot be cut to fit exactly); a class further off (large groups: patients joined by
+``data.near_duplicates=merge``) has whole groups moved back towards its plan, and a class left out
+of a split gets one of its groups moved there.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medauc.data.rebalance import SPLITS, move_groups, move_singletons
 from medauc.errors import DataError
 
-SPLITS = ("train", "val", "test")
+_TOLERANCE = 0.01  # patients: a class further than this share of its images from its plan has groups moved
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ def split_indices(
     val_fraction: float = 0.10,
     given: Sequence[str] | None = None,
     subjects: Sequence[str] | None = None,
+    joined: str = "",
 ) -> SplitResult:
     """Assign each of n images to train/val/test.
 
@@ -104,8 +111,9 @@ def split_indices(
     ``given`` (n,) "train"/"test" to keep a data set's own test split exactly (val is carved from
     train; groups that straddle the given splits are reported in ``cross_split``, patients in
     ``cross_subjects``, not moved); ``subjects`` (n,) patient ids, "" = unknown: when any is
-    known, every patient and duplicate group lands whole in one split.
-    Same inputs and seed, same split.
+    known, every patient and duplicate group lands whole in one split. ``joined``: what joined the
+    groups (the near-duplicate setting and what it merged), named in the error when a class cannot
+    be split. Same inputs and seed, same split.
     """
     labels = np.asarray(labels, dtype=object)
     groups = np.asarray(groups)
@@ -128,8 +136,19 @@ def split_indices(
         return SplitResult(res.split, 0, res.cross_split, tuple(cross), True)
     if by_subject:
         whole = _numbered_in(combine_groups(groups, subjects), order)
-        split = _subject_split(labels, whole, order, test_fraction, val_fraction, rng)
-        return SplitResult(split=split, moved=0, by_subject=True)
+        split = _subject_split(labels, whole, order, test_fraction, val_fraction, rng, joined)
+        # Group folds land within a percent or so; large groups (patients joined by near-duplicates)
+        # can throw a class further off: then whole groups move until it is back near its plan.
+        want = {c: dict(zip(("test", "val"), _plan(int(np.sum(labels == c)), test_fraction, val_fraction, c)))
+                for c in sorted(set(labels))}
+        for c, w in want.items():
+            w["train"] = int(np.sum(labels == c)) - w["test"] - w["val"]
+        off = [c for c, w in want.items() if any(abs(int(np.sum((labels == c) & (split == s))) - w[s])
+                                                  > _TOLERANCE * np.sum(labels == c) for s in SPLITS)]
+        moved = move_groups(split, want, labels, whole, order, only=off) if off else 0
+        if moved:
+            _check_every_split(labels, split, want, whole, joined)
+        return SplitResult(split=split.astype(str), moved=0, by_subject=True)
     split = np.empty(n, dtype=object)
     for label in sorted(set(labels)):
         idx = order[labels[order] == label]
@@ -157,22 +176,44 @@ def split_indices(
                 split[i] = target
                 moved += 1
 
-    # Give the per-class counts back their planned sizes by moving singletons the other way.
+    # Give the per-class counts back their planned sizes: singletons the other way, then, where too
+    # few images stand alone (slices of one patient are near-duplicates), whole groups.
     singles = np.array([len(members[int(groups[i])]) == 1 for i in range(n)], dtype=bool)
-    for label in sorted(set(labels)):
-        for _ in range(n):
-            lab = labels == label
-            have = {s: int(np.sum(lab & (split == s))) for s in SPLITS}
-            want = {s: int(np.sum(lab & (planned == s))) for s in SPLITS}
-            short = [s for s in SPLITS if have[s] < want[s]]
-            over = [s for s in SPLITS if have[s] > want[s]]
-            cands = [(o, order[(lab & singles & (split == o))[order]]) for o in over]
-            cands = [(o, c) for o, c in cands if len(c)]
-            if not short or not cands:
-                break
-            pick = cands[0][1][int(rng.integers(len(cands[0][1])))]
-            split[pick] = short[0]
+    move_singletons(split, planned, labels, singles, order, rng)
+    want = {c: {s: int(np.sum((labels == c) & (planned == s))) for s in SPLITS} for c in sorted(set(labels))}
+    missed = [c for c in want if any(int(np.sum((labels == c) & (split == s))) != want[c][s] for s in SPLITS)]
+    if missed:
+        moved += move_groups(split, want, labels, groups, order, only=missed)
+    _check_every_split(labels, split, want, groups, joined)
     return SplitResult(split=split.astype(str), moved=moved)
+
+
+def _check_every_split(
+    labels: np.ndarray, split: np.ndarray, want: dict[str, dict[str, int]], groups: np.ndarray, joined: str
+) -> None:
+    """A class planned in a split but left without images there (its groups too big to move without
+    overshooting) gets its smallest group moved there from the split holding most of its groups;
+    when no split holds two, the class cannot be split: an error naming what joined the groups."""
+    for label, plan in want.items():
+        for s in SPLITS:
+            lab = labels == label
+            if not plan[s] or np.any(lab & (split == s)):
+                continue
+            first: dict[int, int] = {}
+            for i in np.flatnonzero(lab).tolist():
+                first.setdefault(int(groups[i]), i)
+            holders: dict[str, list[int]] = {}
+            for g, i in first.items():
+                holders.setdefault(str(split[i]), []).append(g)
+            donor = max(holders, key=lambda d: (len(holders[d]), d))
+            if len(holders[donor]) < 2:
+                raise DataError(
+                    f"class {label!r} has no {s} images: its {int(np.sum(lab))} image(s) form "
+                    f"{sum(len(v) for v in holders.values())} group(s) kept whole ({joined or 'duplicates'}), too few "
+                    "to put the class in train, val and test; add images of the class, or leave it out with data.classes=[...]"
+                )
+            g = min(holders[donor], key=lambda x: (int(np.sum(groups == x)), x))
+            split[groups == g] = s
 
 
 def _numbered_in(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -223,7 +264,7 @@ def _group_folds(
 
 def _subject_split(
     labels: np.ndarray, groups: np.ndarray, order: np.ndarray, test_fraction: float, val_fraction: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator, joined: str = "",
 ) -> np.ndarray:
     """Whole groups (duplicates joined with patients) to test, val and train, stratified by class."""
     split = np.full(len(labels), "train", dtype=object)
@@ -245,7 +286,8 @@ def _subject_split(
             if len(holders[donor]) < 2:
                 n_sub = sum(len(v) for v in holders.values())
                 raise DataError(
-                    f"class {label!r} has images of {n_sub} patient group(s): too few to put the class in "
+                    f"class {label!r} has images of {n_sub} patient group(s)"
+                    + (f" ({joined})" if joined else "") + ": too few to put the class in "
                     f"{', '.join(wanted)} with every patient in one split; add patients of the class, or leave "
                     "it out with data.classes=[...]"
                 )
@@ -259,7 +301,7 @@ def _subject_split(
                 "(its patients also hold images of other classes); add patients of the class, or leave it out "
                 "with data.classes=[...]"
             )
-    return split.astype(str)
+    return split
 
 
 def _given_split(
