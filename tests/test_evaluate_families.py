@@ -116,3 +116,25 @@ def test_question_three_names_the_primary_family_and_its_verdicts_are_consistent
     assert "primary family: macro AUC, 6 pairs" in q["text"] and q["family"] == "primary family: macro AUC, 6 pairs"
     for r in q["not_significant"]:
         assert r["difference"] <= r["detectable"]
+
+
+def test_operating_point_is_chosen_on_validation_and_only_applied_to_test(tmp_path):
+    # Mutation caught: the screening threshold chosen on the TEST file (the study's leak, in another
+    # place): every check of "validation sensitivity >= target" also holds on test, so tests passed.
+    from medauc.evaluate.metrics import screening_threshold
+    from medauc.evaluate.predictions import read_predictions
+
+    files = simulate_run(tmp_path, {"a": 1.4, "b": 1.0}, n_per_class=(40, 30, 30, 30), n_val_per_class=(30, 20, 20, 20))
+    val = {m: s[0].parent / "val.csv" for m, s in files.items()}
+    cfg = load_config("smoke", ["evaluate.n_bootstrap=200", "evaluate.target_sensitivity=0.9"])
+    ev = evaluate_predictions(files, cfg, val_files={m: {0: p} for m, p in val.items()}, check_classes=False)
+    for m in files:
+        op = ev["models"][m]["seeds"]["0"]["operating_point"]
+        t_val, sens, spec = screening_threshold(read_predictions(val[m]), 0.9)
+        t_test = screening_threshold(read_predictions(files[m][0]), 0.9)[0]
+        assert t_val != t_test  # the data tell the two apart
+        assert (op["threshold"], op["val_sensitivity"], op["val_specificity"]) == (t_val, sens, spec)
+        # and the test metrics are those of that threshold on the test images
+        test = read_predictions(files[m][0])
+        called = test.screening_score >= t_val
+        assert ev["models"][m]["seeds"]["0"]["metrics"]["op_sensitivity"]["value"] == pytest.approx(called[test.positive].mean())
