@@ -47,3 +47,35 @@ def check_folder(root: Path) -> list[str]:
         if tests and "detectable" in tests[0]:
             out += [f"{path}: {v}" for v in detectable_violations(pd.DataFrame(tests))]
     return out
+
+
+def assert_evaluated_per_patient(run: Path) -> None:
+    """The run's predictions name each test image's patient and its evaluation resampled patients: the
+    unit and patient count of metrics.json (and of the strategies' evaluation, checks a and e) are the
+    test split's patients in manifest.csv, and every comparison row says "patients"."""
+    run = Path(run)
+    manifest = pd.read_csv(run / "manifest.csv", dtype=str, keep_default_na=False)
+    test = manifest[manifest["split"] == "test"]
+    assert (test["subject"] != "").all(), "the manifest does not know every test image's patient"
+    patients = dict(zip(test["image_id"], test["subject"]))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["unit"], metrics["n_patients"]) == ("patients", len(set(patients.values())))
+    for model, m in metrics["models"].items():
+        for seed, s in m["seeds"].items():
+            pred = pd.read_csv(s["test_file"], dtype=str, keep_default_na=False)
+            assert "subject" in pred.columns, f"{s['test_file']} has no subject column"
+            assert dict(zip(pred["image_id"], pred["subject"])) == patients, s["test_file"]
+            assert s["n_patients"] == len(set(patients.values()))
+    comparisons = run / "comparisons.csv"
+    if comparisons.is_file() and comparisons.stat().st_size:
+        df = pd.read_csv(comparisons)
+        assert len(df) == 0 or set(df["unit"]) == {"patients"}
+    strategies = run / "strategies.json"
+    if strategies.is_file():
+        table = json.loads(strategies.read_text())
+        assert table["evaluation"]["unit"] == "patients"
+        checks = table.get("checks") or {}
+        if checks.get("a_predicted_healthy"):
+            assert checks["a_predicted_healthy"]["unit"] == "patients"
+        if (checks.get("e_shortcut_flip") or {}).get("comparison"):
+            assert checks["e_shortcut_flip"]["comparison"]["unit"] == "patients"
