@@ -162,12 +162,13 @@ KEYS = {
     # is read under the new name) and the Holm families, detectable differences and checks a and e
     # changed, so evaluate and strategies recompute on an older run folder (the strategies' trained
     # models are kept: their own keys do not read the evaluate section); demo's config.yaml also lost
-    # data.group_pattern (the phantom names its patients).
+    # data.group_pattern (the phantom names its patients), smoke's gained phantom.slices_per_subject
+    # [1, 2] (split by patient, enough healthy training images for the denoiser).
     "demo": {"config.yaml": "835cbcfba4c72f67", "augment": "7879da5b94949217", "strategies": "5eaaec1ff4e75a23",
              "evaluate": "a83c81ebc1c4ab29", "train": "1c7b75199e848335", "train/resnet18": "ffd32318ba9dd03a",
              "train/densenet121": "e9d379065d1bc35e", "train/efficientnet_es": "eecbc1f6fd7bb676",
              "train/efficientformerv2_s0": "2c54d47b67472f9c"},
-    "smoke": {"config.yaml": "0f23c739e97baa2c", "augment": "18029e2ca29338e3", "strategies": "a6dc3f57a8f9e36f",
+    "smoke": {"config.yaml": "650367189c47a77a", "augment": "18029e2ca29338e3", "strategies": "a6dc3f57a8f9e36f",
               "evaluate": "ec8406b0c5ca4425", "train": "b99c009f7bf8b630", "train/test_resnet": "3213bb00188213a0",
               "train/test_vit": "377a45d4a03bb8bf"},
 }
