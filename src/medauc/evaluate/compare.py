@@ -261,6 +261,14 @@ def evaluate_predictions(
             "DeLong's test with Obuchowski's (1997) clustered variance: placement values summed per patient, so "
             "correlated slices of one patient count once; z = (AUC_a - AUC_b) / sd, two-sided normal p."
         )
+    definitions["unit"] = (
+        "Every interval and test of Tables 1 and 2, and the intervals of checks (a) and (e) of the generated images, are "
+        "over patients (a patient bootstrap; Obuchowski's clustered DeLong), so correlated slices of one patient count "
+        "once; check (d) resamples the source images and the Grad-CAM scores resample images."
+        if ref.subject is not None else
+        "No patient ids are known: every interval and test is over images (checks (a) and (e): Wilson's interval over "
+        "images and a bootstrap over source images), which is too narrow when several images come from one patient."
+    )
     definitions["se"] = ("Standard error of a paired difference: sqrt(var_a + var_b - 2 cov) for DeLong, the standard "
                          "deviation of the bootstrap differences otherwise.")
     definitions["family"] = (
