@@ -307,7 +307,8 @@ def best_by_auc(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None
                  and "detectable" in c.columns]
         label = LABELS.get(key, key)
         size = c["family_size"].iloc[0] if "family_size" in c.columns and len(c) else None
-        family = family_name(label, c["family"].iloc[0] if "family" in c.columns and len(c) else None, size)
+        # a comparisons.csv written before the Holm families (no family column): Holm ran within a table
+        family = family_name(label, c["family"].iloc[0], size) if "family" in c.columns and len(c) else "comparison table"
         data.update({
             "seed": seed, "family": family, "n_compared": others, "significant_against": [other(r) for r in sig], "n_not_assessable": unassessed,
             "not_significant": [{"model": other(r), "difference": float(abs(r.difference)), "detectable": _number(r.detectable)}

@@ -94,6 +94,8 @@ def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str
         sub = sub[sub["seed"].astype(str) == str(first_seed)]
     if not len(sub):
         return
+    if "family" in sub.columns:  # the primary family's verdicts first: the ones the study's questions rest on
+        sub = sub.sort_values("family", key=lambda f: f != "primary", kind="stable")
     notes = sub["note"] if "note" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
     detectable = sub["detectable"] if "detectable" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
     families = sub["family"] if "family" in sub.columns else pd.Series(["?"] * len(sub), index=sub.index)
