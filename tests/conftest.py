@@ -26,3 +26,15 @@ def _release_run_folders():
     from medauc.lock import release_all
 
     release_all()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _comparisons_never_say_no_above_detectable(tmp_path_factory):
+    # Every comparisons file this test session writes (comparisons.csv, strategies.json's paired tests):
+    # no "not significant" beside a difference larger than its own detectable difference, and no
+    # "no" without one (a zero standard error is "not assessable"). Fails the session's last test.
+    yield
+    from invariants import check_folder
+
+    bad = check_folder(tmp_path_factory.getbasetemp())
+    assert not bad, "comparisons that say 'no' above their detectable difference:\n" + "\n".join(bad[:20])

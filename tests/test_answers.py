@@ -17,7 +17,8 @@ def _summaries(acc, auc, n_seeds=1, auc_metric="auc_macro"):
 
 def _row(metric, a, b, significant, p, p_holm, test, seed=0, note="", detectable=float("nan")):
     return {"table": "t", "seed": seed, "metric": metric, "model_a": a, "model_b": b, "significant": significant,
-            "p_value": p, "p_holm": p_holm, "test": test, "note": note, "detectable": detectable}
+            "p_value": p, "p_holm": p_holm, "test": test, "note": note, "detectable": detectable,
+            "family": "primary" if metric == "auc_macro" else "secondary", "family_size": 6}
 
 
 def test_question_one_names_a_discordant_pair_with_each_test():
@@ -30,8 +31,9 @@ def test_question_one_names_a_discordant_pair_with_each_test():
     assert (pair["accuracy_winner"], pair["auc_winner"]) == ("a", "b")
     assert (pair["accuracy_significant"], pair["auc_significant"]) == (True, False)
     assert pair["sentence"] == (
-        "a's accuracy is higher than b's by 0.1000 (paired bootstrap, p = 0.004, Holm-adjusted 0.012): significant; "
-        "but b's macro AUC is higher than a's by 0.0500 (delong, p = 0.20, Holm-adjusted 0.4): not significant "
+        "a's accuracy is higher than b's by 0.1000 (paired bootstrap, p = 0.004, Holm-adjusted 0.012; secondary family: "
+        "accuracy, 6 pairs): significant; but b's macro AUC is higher than a's by 0.0500 (delong, p = 0.20, Holm-adjusted "
+        "0.4; primary family: macro AUC, 6 pairs): not significant "
         "(this test set could detect only differences of 0.0312 or more).")
     assert q["answer"] == (
         "Best by accuracy: a (0.8000); best by macro AUC: b (0.9000). Accuracy and macro AUC rank 1 pair(s) of models "
@@ -46,7 +48,7 @@ def test_question_one_over_seeds_counts_the_seeds_where_a_difference_is_signific
     (pair,) = question_one(summaries, rows, ["a", "b"], "auc_macro", 0.95)["pairs"]
     assert pair["sentence"].startswith(
         "a's accuracy is higher than b's by 0.1000 on average over 2 seeds; the difference is significant "
-        "(Holm-adjusted p < 0.05) in 1 of 2 seeds; but b's macro AUC")
+        "(Holm-adjusted p < 0.05, secondary family: accuracy of each seed) in 1 of 2 seeds; but b's macro AUC")
     assert pair["accuracy_significant"] is False  # significant in one seed of two, not in every seed
 
 
@@ -130,10 +132,11 @@ def test_best_by_auc_counts_the_first_seeds_tests_of_the_best_model():
     ])
     q = best_by_auc(metrics, comparisons, "auc_macro", 0.95)
     assert q["text"] == (
-        "3. Which model is best by AUC? a has the highest auc macro (0.9000); its lead is significant (Holm-corrected, "
-        "paired) against 1 of 3 other models (b); 1 of these comparisons are not assessable on these data (see Table 1), "
+        "3. Which model is best by AUC? a has the highest macro AUC (0.9000); its lead is significant (paired, "
+        "Holm-corrected within the primary family: macro AUC, 6 pairs of seed 0) against 1 of 3 other models (b); 1 of "
+        "these comparisons are not assessable on these data (see Table 1), "
         "so the ranking at the top is not established by these data; not significant against c (difference 0.050, "
-        "smallest detectable 0.070) at 90% power, over patients (n=12).")
+        "smallest detectable 0.070) at 90% power and the family's Bonferroni level, over patients (n=12).")
     assert {k: q[k] for k in ("best", "seed", "n_compared", "significant_against", "n_not_assessable", "power")} == {
         "best": "a", "seed": "0", "n_compared": 3, "significant_against": ["b"], "n_not_assessable": 1, "power": 0.9}
     assert q["means"] == {"a": 0.9, "b": 0.8, "c": 0.85}
@@ -142,7 +145,7 @@ def test_best_by_auc_counts_the_first_seeds_tests_of_the_best_model():
 
 def test_best_by_auc_with_one_model_or_none():
     q = best_by_auc(_metrics({"a": 0.9}), None, "auc_macro", 0.95)
-    assert q["text"] == ("3. Which model is best by AUC? Only one model was evaluated (a, auc macro 0.9000): "
+    assert q["text"] == ("3. Which model is best by AUC? Only one model was evaluated (a, macro AUC 0.9000): "
                          "there is nothing to compare it with.")
     assert best_by_auc(_metrics({"a": None}), None, "auc_macro", 0.95) is None
     assert best_by_auc(None, None, "auc_macro", 0.95) is None

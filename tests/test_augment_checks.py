@@ -104,3 +104,33 @@ def test_wilson_interval():
     lo, hi = classifier_checks.wilson(9766, 10000)
     assert lo < 0.9766 < hi and hi - lo < 0.01
     assert classifier_checks.wilson(0, 10)[0] == 0.0
+    # Textbook values (Newcombe 1998; Agresti & Coull 1998). Mutation caught: a Wald interval, which
+    # gives [0, 0] for 0 of 10 and [0.190, 0.810] for 5 of 10.
+    np.testing.assert_allclose(classifier_checks.wilson(0, 10), [0.0, 0.2775], atol=1e-4)
+    np.testing.assert_allclose(classifier_checks.wilson(5, 10), [0.2366, 0.7634], atol=1e-4)
+    np.testing.assert_allclose(classifier_checks.wilson(81, 263), [0.2553, 0.3662], atol=1e-4)
+
+
+def test_checks_a_and_e_resample_patients_when_known():
+    # Check e's interval was over source images while every other interval was over patients. Two
+    # patients of 6 source images each: the patient bootstrap has only 2 units, so its interval is far
+    # wider than one over 12 images, and equals the cluster bootstrap over the patients.
+    rows = []
+    for i in range(12):
+        rows.append({"image_id": f"r{i}", "source_image_id": f"t{i}", "sigma": 0.1, "subject": "p0" if i < 6 else "p1",
+                     "healthy_original": False})
+    ta = pd.DataFrame(rows).assign(healthy_restored=[True] * 6 + [False] * 6)
+    tb = pd.DataFrame(rows).assign(healthy_restored=False)
+    patients = classifier_checks.compare_flip(ta, tb, n_bootstrap=400, level=0.95, seed=0)
+    images = classifier_checks.compare_flip(ta.drop(columns="subject"), tb.drop(columns="subject"), 400, 0.95, 0)
+    assert (patients["unit"], patients["n_units"]) == ("patients", 2) and (images["unit"], images["n_units"]) == ("source images", 12)
+    assert patients["ci"] == [0.0, 1.0]  # either patient drawn twice
+    assert images["ci"][0] > 0.1 and images["ci"][1] < 0.9
+    # check a: the same clustering; without patients, Wilson's interval over images
+    pred = pd.DataFrame({"image_id": [f"g{i}" for i in range(12)], "prob_healthy": [0.9] * 6 + [0.1] * 6,
+                         "prob_glioma": [0.1] * 6 + [0.9] * 6})
+    prov = pd.DataFrame({"image_id": [f"g{i}" for i in range(12)], "sigma": 0.1, "subject": ["p0"] * 6 + ["p1"] * 6})
+    a = classifier_checks.healthy_share(pred, prov, "healthy", 0.95, n_bootstrap=400, seed=0)
+    assert a["unit"] == "patients" and a["n_patients"] == 2 and a["ci"] == [0.0, 1.0]
+    b = classifier_checks.healthy_share(pred, prov.drop(columns="subject"), "healthy", 0.95)
+    assert b["unit"] == "images" and b["ci"] == classifier_checks.wilson(6, 12)

@@ -138,3 +138,23 @@ def test_generation_passes_each_images_sigma():
     np.testing.assert_allclose(seen, expected, atol=1e-7)
     np.testing.assert_allclose(restored[:, 0, 0], expected, atol=1e-7)  # each image restored with its own sigma
     np.testing.assert_array_equal(noisy[4], sources[1])  # sigma 0: no noise added
+
+
+def test_the_noise_level_reaches_the_unet_as_an_input_channel():
+    # Mutation caught: the sigma map zeroed (or dropped) before the U-Net. With a scaled output, only the
+    # output scaling by sigma was exercised; here the unit-noise estimate itself must depend on sigma.
+    torch.manual_seed(0)
+    model = Denoiser([8, 16], noise_level_input=True, noise_scaled_output=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)  # a trained-looking network: the fresh one's output layer may start at 0
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        unit = [(model(x, torch.full((3,), s)) - x) / s for s in (0.1, 0.4)]
+        # and a blind U-Net's estimate does not move with sigma: the dependence above comes through the channel
+        blind = Denoiser([8, 16], noise_level_input=False).eval()
+        for p in blind.parameters():
+            p.normal_(0.0, 0.3)
+        same = [blind(x, torch.full((3,), s)) for s in (0.1, 0.4)]
+    assert (unit[0] - unit[1]).abs().max() > 1e-3
+    assert torch.equal(same[0], same[1])

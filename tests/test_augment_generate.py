@@ -202,3 +202,32 @@ def test_small_healthy_class_is_refused_before_any_work(tmp_path):
     with pytest.raises(DataError, match=r"class 'healthy' .* has 6 training image\(s\).*at least 10.*augment.enabled=false"):
         augment_stage(tiny_config(), tmp_path)
     assert not (tmp_path / "augment").exists()  # nothing trained, nothing generated
+
+
+def test_the_denoiser_never_trains_on_the_validation_images_check_b_scores(tmp_path, monkeypatch):
+    # Mutation caught: the healthy validation images (which check b restores and scores) added to, or
+    # used as, the denoiser's training images; check b would then grade the denoiser on what it learnt.
+    from medauc.augment import command
+    from medauc.data.datasets import load_images, uint8_to_float
+
+    seen = []
+    original = command.train_denoiser
+
+    def spy(clean, *args, **kwargs):
+        seen.append(np.array(clean, copy=True))
+        return original(clean, *args, **kwargs)
+
+    monkeypatch.setattr(command, "train_denoiser", spy)
+    run_dir = tmp_path / "run"
+    manifest = make_run(run_dir)
+    cfg = tiny_config()
+    result = augment_stage(cfg, run_dir, progress=False)
+    (trained,) = seen
+    size = cfg.augment.image_size
+    rows = {s: manifest[(manifest["split"] == s) & (manifest["label"] == "healthy")] for s in ("train", "val")}
+    images = {s: uint8_to_float(load_images(list(r["path"]), size, run_dir / "cache")) for s, r in rows.items()}
+    assert len(images["val"]) and result["b_restoration_quality"]["validation"][0]["n"] == len(images["val"])
+    assert trained.shape == images["train"].shape
+    np.testing.assert_array_equal(trained, images["train"])
+    for v in images["val"]:
+        assert not np.any(np.all(np.isclose(trained, v[None]), axis=(1, 2))), "a validation image trained the denoiser"

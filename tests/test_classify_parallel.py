@@ -98,3 +98,38 @@ def test_kill_9_of_the_parent_ends_the_training_workers_before_they_write(manife
         os.kill(w, signal.SIGKILL)
     assert not orphans, "training workers outlived their parent"
     assert after == snapshot, "a worker wrote into the run folder after its parent was killed"
+
+
+# Every training setting away from its default (and the per-model tables), so a worker that rebuilds
+# its config without one of them differs from the parent's.
+NON_DEFAULT = [*TWO, "train.lr=0.003", "train.weight_decay=0.05", "train.eps=1e-7", "train.plateau_factor=0.5",
+               "train.plateau_patience=2", "train.early_stopping_patience=4", "train.hflip=false",
+               "train.imbalance=weighted_loss", "train.amp=false", "train.amp_dtype=bf16", "train.channels_last=false",
+               "train.max_train_images=40", "train.zero_head=true", "train.affine=0.3", "train.optimizer=adamw",
+               "train.schedule=onecycle", "train.warmup=0.1", "train.label_smoothing=0.1", "train.sync_bn=false",
+               "train.lr_by_model={test_vit: 0.002}", "train.device=cpu", "train.monitor=test"]
+
+
+def received_config(cfg, out_dir, model, seed, classes, train, sets, monitor_split, manifest_sha, d, force):
+    """Stands in for classify.stage.train_one (module level: a spawned worker imports it): the config it got."""
+    from medauc.config import to_dict
+
+    return {"model": model, "seed": seed, "config": to_dict(cfg)}
+
+
+def test_a_worker_gets_every_training_setting(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mutation caught: a train.jobs worker losing a setting held away from its default (label smoothing,
+    # optimizer, schedule, affine, zero_head, warmup...). The bit-for-bit test above runs at the
+    # defaults, where a lost setting is rebuilt at the same value and nothing shows.
+    from medauc.config import TrainConfig, to_dict
+
+    one = load_config("smoke", NON_DEFAULT)
+    changed = {k for k, v in to_dict(one.train).items() if v != to_dict(TrainConfig())[k]}
+    assert changed >= set(to_dict(TrainConfig())) - {"seeds", "jobs", "num_threads", "epochs_by_model"}
+    monkeypatch.setattr(st, "train_one", received_config)
+    sequential = st.train_stage(one, tmp_path / "one", manifest)
+    two = load_config("smoke", [*NON_DEFAULT, "train.jobs=2"])
+    parallel_ = st.train_stage(two, tmp_path / "two", manifest)
+    assert [r["model"] for r in parallel_] == ["test_resnet", "test_vit"]
+    for s, p in zip(sequential, parallel_):
+        assert s["config"] == to_dict(one) and p["config"] == to_dict(two), p["model"]

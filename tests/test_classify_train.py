@@ -306,3 +306,36 @@ def test_lr_by_model_sets_one_models_rate_and_key_only() -> None:
         load_config("smoke", ["model.names=[test_resnet]", "train.lr_by_model={test_vit: 0.001}"])
     with pytest.raises(ConfigError, match="train.lr_by_model"):
         load_config("smoke", ["model.names=[test_resnet]", "train.lr_by_model={test_resnet: 0}"])
+
+
+def test_best_checkpoint_is_the_lowest_monitored_loss_not_the_last_epoch(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mutation caught: best = last epoch. Elsewhere the monitored loss falls every epoch, so best and
+    # last coincide; here it is scripted to rise after epoch 2 of 3, and best.safetensors, model.json
+    # and the test predictions must all be epoch 2's.
+    from safetensors.torch import load_file
+
+    scripted = iter([1.0, 0.5, 0.9])
+    real_metrics = tr.split_metrics
+    monkeypatch.setattr(tr, "split_metrics", lambda logits, labels: {**real_metrics(logits, labels), "loss": next(scripted)})
+    snapshots = []
+    real_epoch = tr.Trainer.train_epoch
+
+    def keep_weights(self, *args, **kwargs):
+        out = real_epoch(self, *args, **kwargs)
+        snapshots.append({k: v.detach().clone() for k, v in self.net.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(tr.Trainer, "train_epoch", keep_weights)
+    result = st.train_stage(cfg(), tmp_path / "run", manifest)[0]
+    model_dir = tmp_path / "run" / "train" / "test_resnet" / "0"
+    assert history(tmp_path / "run")["val_loss"].tolist() == [1.0, 0.5, 0.9] and len(snapshots) == 3
+    best = load_file(str(model_dir / "best.safetensors"))
+    assert all(torch.equal(best[k], snapshots[1][k]) for k in best)
+    assert not all(torch.equal(best[k], snapshots[2][k]) for k in best)
+    model, meta = load_trained(model_dir)
+    assert meta["epoch"] == 2
+    test_rows = pd.read_csv(manifest).query("split == 'test'")
+    prob = predict_images(model, meta, np.stack([load_image(p) for p in test_rows["path"]]))
+    assert np.allclose(prob, predictions_of(result).filter(like="prob_").to_numpy(), atol=1e-6)

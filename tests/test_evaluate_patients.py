@@ -307,7 +307,7 @@ def test_report_states_the_unit_and_the_detectable_difference(tmp_path):
         assert unit in md
         comparisons = list(csv.DictReader(open(run / "comparisons.csv")))
         row = next(r for r in comparisons if r["metric"] == "auc_macro")
-        line = next(x for x in md.splitlines() if x.startswith("| auc\\_macro | test\\_resnet | test\\_vit |"))
+        line = next(x for x in md.splitlines() if x.startswith("| auc\\_macro | primary | test\\_resnet | test\\_vit |"))
         assert line.endswith(f"| {float(row['detectable']):.3f} | {'yes' if row['significant'] == 'True' else 'no'} |")
         assert "smallest detectable" in md or row["significant"] == "True"
 

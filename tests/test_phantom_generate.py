@@ -162,7 +162,9 @@ def test_cache_keys_of_the_shipped_configs_stay_put():
     from medauc.data.phantom import phantom_key
 
     keys = {name: phantom_key(replace(load_config(name), **{"phantom.anatomy": "mni152"})) for name in ("smoke", "demo", "study")}
-    assert keys == {"smoke": "1f1694d1917b1d35", "demo": "9153973796a84887", "study": "452715254fe6fbce"}
+    # smoke: changed deliberately (issue 24: phantom.slices_per_subject [1, 2], so that the smoke run split by
+    # patient keeps enough healthy training images)
+    assert keys == {"smoke": "6cef2049353e5f88", "demo": "9153973796a84887", "study": "452715254fe6fbce"}
 
 
 _GENERATE = """

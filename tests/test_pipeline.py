@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from invariants import assert_evaluated_per_patient
 from medauc.cli import main
 from medauc.fileio import read_json
 from medauc.records import stage_record
@@ -45,6 +46,10 @@ def test_every_stage_leaves_its_files(smoke_run):
     assert html.count("data:image/png;base64,") >= 8
     assert "Phantom patients: a row per virtual patient" in html
     assert "seconds to compute" in html and results["timings_computed"]["train"] > 0
+    # smoke.yaml names no patient pattern: the phantom supplies its patients, so the run is patient-level
+    audit = json.loads((out / "data_audit.json").read_text())
+    assert audit["subjects"]["source"] == "phantom images.csv"
+    assert_evaluated_per_patient(out)
 
 
 def test_rerun_skips_finished_stages(smoke_run, capsys):
@@ -90,7 +95,7 @@ def test_deleted_generated_images_rebuild_augment_and_nothing_after_it(smoke_run
     # The broken folder of issue 15: a record said "done" while 11 of augment's 70 generated images
     # were gone (a second process had removed them), and every later run, --force included, failed.
     generated = sorted((smoke_run / "augment" / "generated").rglob("*.png"))
-    assert len(generated) == 70
+    assert len(generated) == 70  # 14 healthy training images (smoke's phantom split by patient, near-duplicates reported) x 5 sigmas
     for p in generated[:11]:
         p.unlink()
     later = ("prepare", "train", "strategies", "evaluate", "explain")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from medauc.cli import main
+from invariants import assert_evaluated_per_patient
 from medical_data import make_dicom_tree, make_nifti_tree, planted_hits
 
 # Smoke, cut to one model and one strategy: the formats are under test, not the models.
@@ -42,6 +43,8 @@ def test_dicom_folder_runs_end_to_end_and_keeps_patients_whole_and_unnamed(tmp_p
     assert any(r.startswith("colour DICOM") for r in reasons.values())
     assert any(r.startswith("truncated or corrupt DICOM") for r in reasons.values())
     assert audit["medical"]["subject_from"] == {"PatientID": 48}
+    # Mutation caught: predictions written without the subject column (evaluation then runs per image).
+    assert_evaluated_per_patient(out)
     # Mutation caught: a stored path, id, file name, log line or report naming the patient.
     assert planted_hits(out, (log,)) == []
     # The trained model on the same export: every patient recognised by the run's salted hash, nothing named.
@@ -72,4 +75,5 @@ def test_nifti_folder_runs_end_to_end_with_masks_and_one_patient_per_case(tmp_pa
     reasons = [d["reason"] for d in audit["skipped"]]
     assert any(r.startswith("4-D NIfTI volume") for r in reasons)
     assert any(r.startswith(("truncated or corrupt NIfTI", "not a readable NIfTI")) for r in reasons)
+    assert_evaluated_per_patient(out)
     assert planted_hits(out, (log,)) == []

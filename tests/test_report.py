@@ -177,10 +177,10 @@ def test_report_names_undefined_shares_and_unassessable_comparisons(tmp_path):
     report_stage(cfg, run)
     md = (run / "report.md").read_text()
     assert "b screening\\_f1 (37%)" in md and "describes only the resamples where it is defined" in md
-    row = next(line for line in md.splitlines() if line.startswith("| auc\\_macro | a | b |"))
+    row = next(line for line in md.splitlines() if line.startswith("| auc\\_macro | primary | a | b |"))
     assert row.endswith("| not assessable |")
     assert "auc\\_macro (a vs b): too few test images: pituitary has 3 (fewer than 5)" in md
-    assert next(line for line in md.splitlines() if line.startswith("| accuracy | a | b |")).endswith(("| yes |", "| no |"))
+    assert next(line for line in md.splitlines() if line.startswith("| accuracy | secondary | a | b |")).endswith(("| yes |", "| no |"))
 
 
 def test_report_names_predictions_left_out_of_table_1(tmp_path):

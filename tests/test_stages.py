@@ -310,3 +310,22 @@ def test_remove_tree_accepts_entries_already_gone(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not (tmp_path / "gen").exists()
     fileio.remove_tree(tmp_path / "gen")  # already gone: fine
+
+
+def test_every_evaluate_setting_changes_the_evaluate_key(tmp_path):
+    # Mutation caught: a setting of the evaluate section left out of the evaluate stage's key (say
+    # evaluate.prevalences or the new primary_metric), so changing it would keep stale metrics; before,
+    # only a pinned digest noticed. Every field, each to a valid other value.
+    from medauc.config import EvaluateConfig
+
+    cfg = load_config("smoke")
+    write_text(tmp_path / "predictions" / "test_resnet" / "0" / "test.csv", "image_id,label\n")
+    base = stages.stage_key(stages.get("evaluate"), cfg, tmp_path)
+    other = {"n_bootstrap": 300, "level": 0.9, "prevalences": [0.001], "target_sensitivity": 0.95, "calibration_bins": 10,
+             "renormalise": False, "primary_metric": "screening_auc", "power": 0.9}
+    fields = [f.name for f in dataclasses.fields(EvaluateConfig)]
+    assert sorted(other) == sorted(fields), "give the new evaluate field a value to try here"
+    for name, value in other.items():
+        changed = load_config("smoke", [f"evaluate.{name}={value}"])
+        assert getattr(changed.evaluate, name) != getattr(cfg.evaluate, name), name
+        assert stages.stage_key(stages.get("evaluate"), changed, tmp_path) != base, f"evaluate.{name} is not in the evaluate key"

@@ -16,10 +16,11 @@ not run is absent):
   ``shortcut_flip`` (check e: ``difference`` of flip rates restoration − balanced, ``ci``), and
   ``auc_change`` (macro AUC restoration − balanced, first of the strategies' paired tests:
   ``difference``, ``p_value``, ``p_holm``, ``significant``, ``note``, ``detectable``); shares in [0, 1];
-- ``q3_best_by_auc``: ``metric`` (``evaluate.question_auc``), ``means`` (``{model: seed mean}``),
+- ``q3_best_by_auc``: ``metric`` (``evaluate.primary_metric``), ``means`` (``{model: seed mean}``),
   ``best``; with two models or more and ``comparisons.csv``: ``seed`` (the best model's first seed),
-  ``n_compared``, ``significant_against`` (models, Holm-adjusted), ``n_not_assessable``,
-  ``not_significant`` (``{model, difference, detectable}``), ``power``;
+  ``family`` (the Holm family the verdicts come from: the primary one, in words), ``n_compared``,
+  ``significant_against`` (models, Holm-adjusted within that family), ``n_not_assessable``,
+  ``not_significant`` (``{model, difference, detectable}``; detectable at Bonferroni's alpha/m), ``power``;
 - ``q4_lesion``: ``verdicts`` (``{model: sanity verdict of its first CAM method}``) and ``better``
   (the models whose maps localise clearly better than their randomised twins').
 
@@ -39,6 +40,7 @@ from medauc.formatting import ci_unit, fmt, fmt_detectable, fmt_p
 
 # Differences this small are float rounding of equal values (e.g. means of the same counts).
 TIE = 1e-12
+LABELS = {"auc_macro": "macro AUC", "screening_auc": "screening AUC"}  # the primary metrics, in words
 
 
 def _fmt_p(p: float) -> str:
@@ -47,9 +49,17 @@ def _fmt_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"
 
 
+def family_name(metric_label: str, family: Any, size: Any = None) -> str:
+    """Which Holm family a verdict comes from, in words: "primary family: macro AUC, 6 pairs"."""
+    kind = family if isinstance(family, str) and family else "secondary"
+    pairs = f", {int(size)} pair{'s' if int(size) != 1 else ''}" if _number(size) is not None and np.isfinite(float(size)) else ""
+    return f"{kind} family: {metric_label}{pairs}"
+
+
 def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[dict[str, Any]],
            means: dict[str, float], n_seeds: int, level: float) -> tuple[str, bool]:
-    """One plain sentence about ``winner`` beating ``loser`` on ``metric``, and whether it is significant in every seed."""
+    """One plain sentence about ``winner`` beating ``loser`` on ``metric``, and whether it is significant in every seed;
+    the sentence names the Holm family (:mod:`medauc.evaluate.paired`) its verdict comes from."""
     diff = means[winner] - means[loser]
     verb = "lower" if metric in LOWER_IS_BETTER else "higher"
     mine = [r for r in rows if r["metric"] == metric and {r["model_a"], r["model_b"]} == {winner, loser}]
@@ -57,6 +67,7 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
     if n_seeds == 1 and mine:
         r = mine[0]
         holm_note = f", Holm-adjusted {r['p_holm']:.2g}" if np.isfinite(r["p_holm"]) and r["p_holm"] != r["p_value"] else ""
+        holm_note += f"; {family_name(metric_label, r['family'], r.get('family_size'))}" if r.get("family") else ""
         verdict = (r["note"] or "not assessable") if r["significant"] is None else "significant" if r["significant"] else (
             "not significant" + detectable_clause(r.get("detectable")))
         return (
@@ -64,9 +75,10 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
             f"({r['test'].replace('_', ' ')}, {_fmt_p(r['p_value'])}{holm_note}): {verdict}",
             bool(r["significant"]),
         )
+    family = f", {family_name(metric_label, mine[0]['family'])} of each seed" if mine and mine[0].get("family") else ""
     return (
         f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} on average over {n_seeds} seeds; "
-        f"the difference is significant (Holm-adjusted p < {1 - level:.2g}) in {len(sig)} of {len(mine)} seeds",
+        f"the difference is significant (Holm-adjusted p < {1 - level:.2g}{family}) in {len(sig)} of {len(mine)} seeds",
         bool(mine) and len(sig) == len(mine),
     )
 
@@ -94,13 +106,16 @@ def question_one(
     summaries: dict[str, dict[str, Any]], comparisons: list[dict[str, Any]], models: list[str],
     auc_metric: str, level: float,
 ) -> dict[str, Any]:
-    """Do the models that win by accuracy also win by AUC? Rankings, discordant pairs, a plain answer."""
+    """Do the models that win by accuracy also win by AUC? Rankings, discordant pairs, a plain answer.
+
+    ``auc_metric``: the primary metric (``evaluate.primary_metric``); each pair's verdicts come from the
+    accuracy family (secondary) and the primary family, and the sentences name them."""
     acc = {m: summaries[m]["accuracy"]["mean"] for m in models}
     auc = {m: summaries[m][auc_metric]["mean"] for m in models}
     n_seeds = min(summaries[m]["accuracy"]["n_seeds"] for m in models)
     by_acc = _ranked(acc)
     by_auc = _ranked(auc)
-    auc_label = "macro AUC" if auc_metric == "auc_macro" else "screening AUC" if auc_metric == "screening_auc" else auc_metric
+    auc_label = LABELS.get(auc_metric, auc_metric)
     if len(models) < 2:
         # Same keys as below, so that every reader (report, CLI) handles one model like several.
         return {
@@ -250,8 +265,10 @@ def restoration(checks: dict[str, Any], strategies: dict[str, Any], level: float
                                   "significant": sig, "note": t.get("note"), "detectable": t.get("detectable")}
             said = (t["note"] if t.get("note") else "significant" if sig else
                     f"not significant; this test set could detect only differences of {fmt_detectable(t.get('detectable'))} or more")
+            fam = (f" in the {family_name('macro AUC of the strategies', t['family'], t.get('family_size'))}"
+                   if t.get("family") else "")
             parts.append(f"against training on the balanced original data, restoration changes macro AUC by "
-                         f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}: {said})")
+                         f"{fmt(-t['difference'])} (p = {fmt_p(t.get('p_value'))}, Holm {fmt_p(t.get('p_holm'))}{fam}: {said})")
             break
     if not parts:
         return None
@@ -270,9 +287,9 @@ def best_by_auc(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None
         return None
     best = max(means, key=lambda m: means[m])
     data: dict[str, Any] = {"metric": key, "means": means, "best": best}
-    text = f"3. Which model is best by AUC? {best} has the highest {key.replace('_', ' ')} ({fmt(means[best])})"
+    text = f"3. Which model is best by AUC? {best} has the highest {LABELS.get(key, key)} ({fmt(means[best])})"
     if len(means) < 2:
-        text = (f"3. Which model is best by AUC? Only one model was evaluated ({best}, {key.replace('_', ' ')} "
+        text = (f"3. Which model is best by AUC? Only one model was evaluated ({best}, {LABELS.get(key, key)} "
                 f"{fmt(means[best])}): there is nothing to compare it with.")
     elif comparisons is not None:
         c = comparisons
@@ -288,14 +305,19 @@ def best_by_auc(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None
         # "not significant" beside the difference this test set could have detected (empty notes read as NaN)
         quiet = [r for r in c.itertuples() if not significant(r.p_holm, level) and not isinstance(getattr(r, "note", None), str)
                  and "detectable" in c.columns]
+        label = LABELS.get(key, key)
+        size = c["family_size"].iloc[0] if "family_size" in c.columns and len(c) else None
+        # a comparisons.csv written before the Holm families (no family column): Holm ran within a table
+        family = family_name(label, c["family"].iloc[0], size) if "family" in c.columns and len(c) else "comparison table"
         data.update({
-            "seed": seed, "n_compared": others, "significant_against": [other(r) for r in sig], "n_not_assessable": unassessed,
+            "seed": seed, "family": family, "n_compared": others, "significant_against": [other(r) for r in sig], "n_not_assessable": unassessed,
             "not_significant": [{"model": other(r), "difference": float(abs(r.difference)), "detectable": _number(r.detectable)}
                                 for r in quiet],
             "power": metrics.get("power", 0.8),
         })
         if others:
-            text += (f"; its lead is significant (Holm-corrected, paired) against {len(sig)} of {others} other models"
+            text += (f"; its lead is significant (paired, Holm-corrected within the {family} of seed {seed}) against "
+                     f"{len(sig)} of {others} other models"
                      + (f" ({', '.join(other(r) for r in sig)})" if sig else "")
                      + (f"; {unassessed} of these comparisons are not assessable on these data (see Table 1)" if unassessed else "")
                      + (", so the ranking at the top is not established by these data" if len(sig) < others else ""))
@@ -303,7 +325,7 @@ def best_by_auc(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None
                 text += ("; not significant against " + ", ".join(
                     f"{other(r)} (difference {fmt(abs(r.difference), 3)}, "
                     f"smallest detectable {fmt_detectable(r.detectable)})" for r in quiet)
-                    + f" at {metrics.get('power', 0.8):.0%} power, {ci_unit(metrics)}")
+                    + f" at {metrics.get('power', 0.8):.0%} power and the family's Bonferroni level, {ci_unit(metrics)}")
             text += "."
     return {"text": text, **data}
 
@@ -325,14 +347,14 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None, strategies: dict[str, Any] | None,
                   checks: dict[str, Any] | None, explain: dict[str, Any] | None,
-                  question_auc: str = "auc_macro", level: float = 0.95) -> dict[str, dict[str, Any]]:
+                  primary_metric: str = "auc_macro", level: float = 0.95) -> dict[str, dict[str, Any]]:
     """The study's four answers, each a sentence and the numbers it rests on; a question whose files are
     missing is left out.
 
     ``metrics``: ``metrics.json``; ``comparisons``: ``comparisons.csv`` as read by :func:`pandas.read_csv`;
     ``strategies``: ``strategies.json``; ``checks``: the five image checks (``augment_checks.json`` with
     ``strategies.json``'s ``checks``); ``explain``: ``explain.json``; None where a file is missing.
-    ``question_auc``, ``level``: ``evaluate.question_auc`` and ``evaluate.level``.
+    ``primary_metric``, ``level``: ``evaluate.primary_metric`` and ``evaluate.level``.
 
     >>> explain = {"models": {"resnet18": {"methods": {"gradcam": {"sanity": {"verdict": "better"}}}},
     ...                       "vit": {"methods": {"gradcam": {"sanity": {"verdict": "same"}}}}}}
@@ -345,7 +367,7 @@ def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | No
     found = {
         "q1_accuracy_vs_auc": accuracy_vs_auc(metrics),
         "q2_restoration": restoration(checks or {}, strategies or {}, level),
-        "q3_best_by_auc": best_by_auc(metrics, comparisons, question_auc, level),
+        "q3_best_by_auc": best_by_auc(metrics, comparisons, primary_metric, level),
         "q4_lesion": lesion(explain),
     }
     return {k: v for k, v in found.items() if v is not None}

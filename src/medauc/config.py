@@ -167,7 +167,7 @@ class EvaluateConfig(Frozen):
     target_sensitivity: float = 0.99  # operating point: chosen on validation for at least this sensitivity
     calibration_bins: int = 15  # equal-mass bins for ECE and reliability curves
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
-    question_auc: str = "auc_macro"  # the AUC the study's first question ranks by: "auc_macro" or "screening_auc"
+    primary_metric: str = "auc_macro"  # the pre-specified primary analysis, its pairs one Holm family (questions 1 and 3): "auc_macro" or "screening_auc"
     power: float = 0.8  # power at which each paired comparison's smallest detectable difference is reported
 
 
@@ -304,12 +304,28 @@ def load_config(name_or_path: str | None = "demo", overrides: list[str] | tuple[
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k} is not a section")
         node[keys[-1]] = value
+    _renamed(values)
     merged = _deep_merge(to_dict(Config()), values)
     from medauc.validate import check_ranges  # here: validate imports this module
 
     cfg = from_dict(merged)
     check_ranges(cfg)
     return resolve(cfg)
+
+
+# Keys renamed since a run folder's config.yaml may have been written: old name -> new name (same values).
+RENAMED = {("evaluate", "question_auc"): "primary_metric"}
+
+
+def _renamed(values: dict[str, Any]) -> None:
+    """Read a renamed key under its new name (in place), so older config.yaml files still load."""
+    for (section, old), new in RENAMED.items():
+        node = values.get(section)
+        if isinstance(node, dict) and old in node:
+            if new in node and node[new] != node[old]:
+                raise ConfigError(f"{section}.{old} is the old name of {section}.{new}, and they differ "
+                                  f"({node[old]!r} vs {node[new]!r}); keep only {section}.{new}")
+            node[new] = node.pop(old)
 
 
 def resolve(cfg: Config) -> Config:

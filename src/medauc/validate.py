@@ -44,7 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment.train_noise": ("uniform", "listed"),
     "augment.lr_schedule": ("cosine", "constant"),
     "augment.strategies": ("balanced", "restoration", "duplicate", "classic", "weighted_loss"),
-    "evaluate.question_auc": ("auc_macro", "screening_auc"),
+    "evaluate.primary_metric": ("auc_macro", "screening_auc"),
     "explain.methods": ("gradcam", "gradcampp", "scorecam"),
     "report.formats": ("html", "md", "json"),
 }
@@ -206,7 +206,7 @@ RULES: dict[str, Check] = {
     "evaluate.prevalences": each(between(0, 1), non_empty=False),
     "evaluate.target_sensitivity": between(0, 1, high_open=False),
     "evaluate.calibration_bins": at_least(1),
-    "evaluate.question_auc": one_of("evaluate.question_auc"),
+    "evaluate.primary_metric": one_of("evaluate.primary_metric"),
     "evaluate.power": between(0, 1),
     "explain.methods": each(member("explain.methods"), unique=True),
     "explain.per_class": at_least(0),

@@ -10,7 +10,8 @@ Schema of both (every share is in [0, 1]; every interval is ``[low, high]`` at
 
 - ``a_predicted_healthy`` (the study's check, by ``medauc strategies``): a classifier
   trained on the ORIGINAL data (strategy "balanced") predicts every generated image.
-  ``{model, seed, n, share, ci, per_sigma: [{sigma, n, share, ci}], predicted: {class: count},
+  ``{model, seed, n, share, ci, unit ("patients": a patient bootstrap; "images": Wilson's), n_patients,
+  per_sigma: [{sigma, n, share, ci}], predicted: {class: count},
   per_seed, baseline: {test_healthy_called_healthy, test_tumour_called_healthy}, study_share}``;
   the baseline (the same model on original test images) says how much of ``share`` is just the
   model's leaning towards "healthy".
@@ -40,7 +41,8 @@ Schema of both (every share is in [0, 1]; every interval is ``[low, high]`` at
   by each strategy's classifier. Per strategy ``{healthy_share_original, healthy_share_restored,
   flip_rate, per_sigma: [{sigma, healthy_share, flip_rate}]}``, ``flip_rate`` = share of restored
   images called healthy whose original the same model called a tumour; and ``comparison``:
-  ``{a, b, difference (a - b), ci}`` for restoration vs balanced (paired bootstrap over source images).
+  ``{a, b, difference (a - b), ci, unit, n_units}`` for restoration vs balanced (paired bootstrap over
+  patients when known, ``unit`` "patients", else over source images).
 """
 
 from __future__ import annotations

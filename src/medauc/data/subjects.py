@@ -10,7 +10,11 @@ needs the patient of each image; medauc takes it from, in this order:
   anywhere in the path, ``^[^/]+/([^_]+)_`` takes the file-name prefix before the first ``_``
   below the class folder;
 * ``data.groups_csv``: a CSV file with columns ``path`` (relative to the data folder; wrapper
-  folders that medauc steps through may be left out) and ``group`` (the patient id).
+  folders that medauc steps through may be left out) and ``group`` (the patient id);
+* neither key set and the data folder is a phantom (``phantom.json`` and ``images.csv`` in it):
+  the phantom's own record of each image's subject (``images.csv``: ``path``, ``subject``), so a
+  config needs no file-name pattern for the phantom, and one used with ``--data DIR`` on any other
+  folder carries none.
 
 Ids are compared as text, across classes: a patient with tumour and healthy slices is one
 patient. Every image must get a patient once either key is set: an image left "unknown" could
@@ -35,6 +39,8 @@ if TYPE_CHECKING:  # the up-front config check imports this module: no image lib
     from medauc.data.sources import SourceItem
 
 SHOWN = 5  # how many offending paths an error message lists
+PHANTOM_FILES = ("phantom.json", "images.csv")  # a folder holding both is a phantom that names its subjects
+PHANTOM_SOURCE = "phantom images.csv"  # the audit's subject source for them
 
 
 def pattern_problem(pattern: str) -> str | None:
@@ -163,6 +169,22 @@ def read_groups_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
+def phantom_subjects(data_dir: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The phantom's own patients, ``{path relative to the phantom folder: subject}`` from its ``images.csv``;
+    None when ``data_dir`` is not a phantom (:data:`PHANTOM_FILES`)."""
+    import csv
+
+    base = Path(data_dir).expanduser()
+    if not all((base / f).is_file() for f in PHANTOM_FILES):
+        return None
+    with open(base / "images.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "subject"} <= set(rows[0]):
+        raise DataError(f"{base / 'images.csv'} lacks the columns path and subject; regenerate the phantom "
+                        f"(medauc phantom --force) or name the patients with data.groups_csv")
+    return {_norm(r["path"]): r["subject"] for r in rows}
+
+
 def check_settings(dcfg: DataConfig) -> None:
     """The subject settings before any image is read: not both keys, the pattern compiles with one
     group, the CSV is readable with its columns. DataError naming the key and the fix."""
@@ -187,8 +209,9 @@ def _listing(paths: list[str]) -> str:
 def assign_subjects(
     items: list[SourceItem], data_dir: str | os.PathLike[str], root: str | os.PathLike[str], dcfg: DataConfig
 ) -> tuple[list[SourceItem], str]:
-    """``items`` with ``subject`` filled from ``data.group_pattern`` or ``data.groups_csv`` where a
-    reader left it empty, and where the ids came from (for the audit).
+    """``items`` with ``subject`` filled from ``data.group_pattern``, ``data.groups_csv`` or a phantom's
+    own ``images.csv`` (:func:`phantom_subjects`) where a reader left it empty, and where the ids came
+    from (for the audit).
 
     ``data_dir`` is the data folder as given (``data.path`` or ``--data``), ``root`` the folder
     :func:`medauc.data.sources.discover` settled on below it. Returns the items unchanged and
@@ -197,7 +220,8 @@ def assign_subjects(
     """
     check_settings(dcfg)
     from_files = any(it.subject for it in items)
-    if not dcfg.group_pattern and not dcfg.groups_csv:
+    phantom = None if dcfg.group_pattern or dcfg.groups_csv else phantom_subjects(data_dir)
+    if not dcfg.group_pattern and not dcfg.groups_csv and phantom is None:
         return items, "file headers" if from_files else ""
     base = Path(data_dir).expanduser().resolve()
     root = Path(root)
@@ -221,7 +245,8 @@ def assign_subjects(
         )
         what = "the pattern does not match (or captures nothing in)"
     else:
-        key, table = f"data.groups_csv={dcfg.groups_csv}", read_groups_csv(dcfg.groups_csv)
+        key, table = ((f"data.groups_csv={dcfg.groups_csv}", read_groups_csv(dcfg.groups_csv)) if dcfg.groups_csv
+                      else (f"the phantom's {base / 'images.csv'}", phantom or {}))
         used: set[str] = set()
         for i in todo:
             it = items[i]
@@ -245,5 +270,5 @@ def assign_subjects(
             f"Every image needs its patient, or one patient's slices could land in two splits: {fix}"
         )
     out = [dataclasses.replace(it, subject=found[i]) if i in found else it for i, it in enumerate(items)]
-    source = "data.group_pattern" if dcfg.group_pattern else "data.groups_csv"
+    source = "data.group_pattern" if dcfg.group_pattern else "data.groups_csv" if dcfg.groups_csv else PHANTOM_SOURCE
     return out, (f"{source} and file headers" if from_files else source)

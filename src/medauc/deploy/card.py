@@ -115,7 +115,7 @@ def _limitations(doc: Document, ctx: Context, chosen: Chosen, meta: dict[str, An
         notes.append("The test set took part in model selection (train.monitor=test): the test metrics are optimistic.")
     comp = ctx.path("comparisons.csv")
     found = study_answers(chosen.metrics, pd.read_csv(comp) if comp.exists() else None, ctx.json("strategies.json"),
-                          image_checks(ctx), ctx.json("explain.json"), cfg.evaluate.question_auc, cfg.evaluate.level)
+                          image_checks(ctx), ctx.json("explain.json"), cfg.evaluate.primary_metric, cfg.evaluate.level)
     if "q2_restoration" in found and cfg.augment.enabled:
         notes.append(f"The model was trained on restored healthy images. The checks on them (measured with "
                      f"{cfg.augment.strategy_model} trained under each imbalance strategy): "

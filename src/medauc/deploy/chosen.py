@@ -1,6 +1,6 @@
 """Which trained model of a run folder is put to use, with which seed, and at which screening threshold.
 
-``--model`` may be left out: the run's best model by ``evaluate.question_auc`` (the seed mean in
+``--model`` may be left out: the run's best model by ``evaluate.primary_metric`` (the seed mean in
 ``metrics.json``, the report's question 3), or its only model. ``--seed`` may be left out: the first
 of ``train.seeds`` trained. The threshold is the run's operating point: the largest threshold on the
 screening score ``1 - p(negative class)`` whose validation sensitivity reaches
@@ -83,7 +83,7 @@ def _trained_seeds(run_dir: Path, folder: str) -> list[int]:
 
 
 def _best_model(cfg: Config, metrics: dict[str, Any] | None, folders: list[str]) -> tuple[str, str]:
-    key = cfg.evaluate.question_auc
+    key = cfg.evaluate.primary_metric
     means = {m: ((metrics or {}).get("models", {}).get(m, {}).get("summary", {}).get(key) or {}).get("mean") for m in folders}
     means = {m: v for m, v in means.items() if v is not None}
     if not means:

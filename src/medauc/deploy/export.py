@@ -33,7 +33,7 @@ EXPORT_DIR = "export"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="DIR", help="the run folder the model was trained in")
-    parser.add_argument("--model", default=None, help="trained model (timm name); default: the run's best by evaluate.question_auc")
+    parser.add_argument("--model", default=None, help="trained model (timm name); default: the run's best by evaluate.primary_metric")
     parser.add_argument("--seed", type=int, default=None, help="training seed; default: the first of train.seeds trained")
     parser.add_argument("--format", default="onnx", choices=("onnx",), help="file format [onnx]")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"largest difference allowed from PyTorch [{TOLERANCE:g}]")

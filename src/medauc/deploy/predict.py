@@ -44,7 +44,7 @@ COLUMNS = ("input", "subject", "seen_in_run", "predicted")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (PNG, JPEG, TIFF, DICOM, NIfTI)")
     parser.add_argument("--run", required=True, metavar="DIR", help="the run folder the model was trained in")
-    parser.add_argument("--model", default=None, help="trained model (timm name); default: the run's best by evaluate.question_auc")
+    parser.add_argument("--model", default=None, help="trained model (timm name); default: the run's best by evaluate.primary_metric")
     parser.add_argument("--seed", type=int, default=None, help="training seed; default: the first of train.seeds trained")
     parser.add_argument("--out", default="predictions.csv", metavar="FILE.csv", help="predictions file (and FILE.json beside it) [predictions.csv]")
     parser.add_argument("--cam", default=None, metavar="DIR", help="write a Grad-CAM overlay per image (predicted class) into DIR")

@@ -29,6 +29,7 @@ there are listed as ignored. Nothing else: no model, no GPU.
     }}
     rankings: [{metric, model_a, model_b, mean_a, mean_b, n_seeds, fraction_seeds_a_better}]
                                  model_a is the better by the seed mean
+    primary_metric: evaluate.primary_metric (its pairs: the primary Holm family)
     question_1: {auc_metric, ranked_by_accuracy, ranked_by_auc, accuracy, auc, n_seeds,
                  pairs: [{accuracy_winner, auc_winner, ..., sentence}], answer}
     ignored: [{model, seed, reason}]   predictions files left out: a model not in model.names or
@@ -36,11 +37,14 @@ there are listed as ignored. Nothing else: no model, no GPU.
 
 ``comparisons.csv``: one row per paired comparison, columns ``table, seed, metric, model_a,
 model_b, value_a, value_b, difference, ci_low, ci_high, p_value, p_holm, test, significant, note,
-se, detectable, unit, n_patients`` (``se``: the difference's standard error; ``detectable``: the
-smallest difference the test could detect at ``evaluate.power``, see :mod:`medauc.evaluate.power`)
-(difference = a - b; Holm within one table and seed; see :mod:`medauc.evaluate.paired`). A
+se, detectable, unit, n_patients, family, family_size`` (``se``: the difference's standard error;
+``detectable``: the smallest difference the test could detect at ``evaluate.power`` and its family's
+Bonferroni level alpha/m, see :mod:`medauc.evaluate.power`; ``family``: "primary" for the pairs of
+``evaluate.primary_metric``, "secondary" for every other metric, each metric and seed one Holm
+family of ``family_size`` assessable tests) (difference = a - b; see :mod:`medauc.evaluate.paired`). A
 comparison that cannot be trusted on these data (too few images in a class, an undefined metric,
-a zero-width interval) has an empty ``significant`` and ``p_holm`` and a ``note`` saying why.
+a zero standard error or a zero-width interval) has an empty ``significant`` and ``p_holm`` and a
+``note`` saying why.
 
 ``curves/<model>/<seed>/``: ``roc.csv`` (curve, threshold, fpr, tpr), ``pr.csv`` (curve,
 threshold, recall, precision), ``calibration.csv`` (curve, bin, count, mean_predicted, observed);

@@ -23,7 +23,7 @@ from medauc.config import Config
 from medauc.errors import EvaluationError, UndefinedMetricWarning
 from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN, bootstrap_many, estimate_cell, undefined_share
 from medauc.evaluate.metrics import DEFINITIONS, LOWER_IS_BETTER, MetricEngine, point_metrics, screening_threshold
-from medauc.evaluate.paired import MIN_CASES, Entry, paired_comparisons, resampling_unit
+from medauc.evaluate.paired import MIN_CASES, PRIMARY_METRICS, Entry, paired_comparisons, resampling_unit
 from medauc.evaluate.predictions import Predictions, read_predictions
 from medauc.evaluate.prevalence import prevalence_table
 
@@ -211,8 +211,8 @@ def evaluate_predictions(
     ev = cfg.evaluate
     if not (0.0 < ev.level < 1.0):
         raise EvaluationError(f"evaluate.level must be between 0 and 1, got {ev.level}")
-    if ev.question_auc not in ("auc_macro", "screening_auc"):
-        raise EvaluationError(f"evaluate.question_auc must be 'auc_macro' or 'screening_auc', got {ev.question_auc!r}")
+    if ev.primary_metric not in PRIMARY_METRICS:
+        raise EvaluationError(f"evaluate.primary_metric must be one of {', '.join(PRIMARY_METRICS)}, got {ev.primary_metric!r}")
     entries = _load(pred_files, cfg, val_files, check_classes)
     models = list(dict.fromkeys(e.model for e in entries))
     ref = entries[0].test
@@ -228,7 +228,7 @@ def evaluate_predictions(
     for e in entries:
         e.replicates = reps[(e.model, e.seed)]
         _warn_undefined_share(e)
-    comparisons = paired_comparisons(entries, models, ev.level, ev.power)
+    comparisons = paired_comparisons(entries, models, ev.level, ev.power, ev.primary_metric)
     own_prev = float(ref.positive.mean())
     out_models: dict[str, Any] = {m: {"seeds": {}} for m in models}
     for e in entries:
@@ -261,12 +261,28 @@ def evaluate_predictions(
             "DeLong's test with Obuchowski's (1997) clustered variance: placement values summed per patient, so "
             "correlated slices of one patient count once; z = (AUC_a - AUC_b) / sd, two-sided normal p."
         )
+    definitions["unit"] = (
+        "Every interval and test of Tables 1 and 2, and the intervals of checks (a) and (e) of the generated images, are "
+        "over patients (a patient bootstrap; Obuchowski's clustered DeLong), so correlated slices of one patient count "
+        "once; check (d) resamples the source images and the Grad-CAM scores resample images."
+        if ref.subject is not None else
+        "No patient ids are known: every interval and test is over images (checks (a) and (e): Wilson's interval over "
+        "images and a bootstrap over source images), which is too narrow when several images come from one patient."
+    )
     definitions["se"] = ("Standard error of a paired difference: sqrt(var_a + var_b - 2 cov) for DeLong, the standard "
                          "deviation of the bootstrap differences otherwise.")
+    definitions["family"] = (
+        f"Holm's correction runs within one family: the comparisons of the primary metric ({ev.primary_metric}, "
+        "evaluate.primary_metric, fixed before the data were seen) between every pair of models in one seed are the "
+        "primary family; every other metric's pairs form a secondary family of their own. Questions 1 and 3 and Table 1's "
+        "verdicts rest on the primary family (question 1 also on accuracy's)."
+    )
     definitions["detectable"] = (
-        f"Smallest difference the test could detect with {ev.power:.0%} power at two-sided alpha {1 - ev.level:.2g} "
-        "(before the Holm correction): (z_(1-alpha/2) + z_power) x se; a 'not significant' difference smaller than it "
-        "says the test set is too small, not that the models are equal."
+        f"Smallest difference the test could detect with {ev.power:.0%} power at the level its verdict uses: Bonferroni's "
+        f"two-sided alpha/m ({1 - ev.level:.2g}/m, m = the assessable tests of its Holm family), the one-number bound "
+        "of Holm's correction: (z_(1-alpha/2m) + z_power) x se. A difference above it is (about) always significant; a "
+        "'not significant' difference below it says the test set is too small, not that the models are equal. A zero "
+        "se (both models constant, or both perfect) is not assessable, never 'detectable 0'."
     )
     definitions["undefined_share"] = (
         "Share of bootstrap resamples in which the metric is undefined (e.g. a PPV when no image is predicted as the "
@@ -294,7 +310,8 @@ def evaluate_predictions(
         "definitions": definitions,
         "models": out_models,
         "rankings": _rankings(entries, models, summaries),
-        "question_1": question_one(summaries, comparisons, models, ev.question_auc, ev.level),
+        "primary_metric": ev.primary_metric,
+        "question_1": question_one(summaries, comparisons, models, ev.primary_metric, ev.level),
         "comparisons": comparisons,
     }
 
@@ -331,7 +348,7 @@ def compare_files(
 ) -> dict[str, Any]:
     """Compare predictions files of the same test images (``medauc compare``): per-file metrics with
     CIs and paired tests for every pair. Returns ``{"files", "level", "n_bootstrap", "unit", "n_images",
-    "n_patients", "power", "models", "comparisons", "question_1"}``.
+    "n_patients", "power", "primary_metric", "models", "comparisons", "question_1"}``.
 
     Examples
     --------
@@ -371,7 +388,7 @@ def compare_files(
         "files": dict(zip(names, map(str, paths))),
         "level": level,
         "n_bootstrap": n_bootstrap,
-        **{k: result[k] for k in ("unit", "n_images", "n_patients", "power")},
+        **{k: result[k] for k in ("unit", "n_images", "n_patients", "power", "primary_metric")},
         "models": {n: result["models"][n]["seeds"]["0"]["metrics"] for n in names},
         "comparisons": result["comparisons"],
         "question_1": result["question_1"],

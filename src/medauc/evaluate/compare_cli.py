@@ -1,7 +1,8 @@
 """``medauc compare A.csv B.csv [C.csv ...]``: paired tests between predictions files of the same test images.
 
 ``--detectable`` prints, for every paired comparison, the smallest difference the test set could
-detect (``--power``, two-sided alpha = 1 - ``--level``), and with ``--test-images N`` the same for a
+detect (``--power``, at its Holm family's Bonferroni level: two-sided alpha / m, alpha = 1 - ``--level``;
+a zero standard error is "not assessable", never 0), and with ``--test-images N`` the same for a
 planned test set of N images (standard errors scaled by sqrt(n / N); the assumptions are in
 :mod:`medauc.evaluate.power`).
 """
@@ -76,8 +77,10 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"  Warning: {n}: undefined in more than {UNDEFINED_SHARE_WARN:.0%} of the resamples, so the interval "
                          "describes only the others: " + ", ".join(f"{m} {v:.0%}" for m, v in flagged.items()))
     lines.append("")
-    lines.append(f"Paired comparisons (difference = a - b; Holm within each table; detectable: the smallest difference "
-                 f"the test could detect with {result['power']:.0%} power)")
+    lines.append(f"Paired comparisons (difference = a - b; Holm within each family: the primary one is "
+                 f"{result.get('primary_metric', 'auc_macro')}'s pairs, every other metric a secondary family of its own; "
+                 f"detectable: the smallest difference the test could detect with {result['power']:.0%} power at the "
+                 "family's Bonferroni level alpha/m)")
     header = ["table", "metric", "a", "b", "value_a", "value_b", "diff", "ci_low", "ci_high", "p", "p_holm", "test",
               "detectable", "sig"]
     rows = [[r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["value_a"]), _num(r["value_b"]),
@@ -112,10 +115,13 @@ def detectable_rows(result: dict[str, Any], test_images: int | None = None) -> l
     n, level, power = result["n_images"], result["level"], result["power"]
     rows = []
     for r in result["comparisons"]:
-        row = {k: r[k] for k in ("table", "metric", "model_a", "model_b", "difference", "se", "p_value", "test", "detectable")}
+        row = {k: r[k] for k in ("table", "metric", "model_a", "model_b", "difference", "se", "p_value", "test", "detectable",
+                                 "family", "family_size")}
+        bonferroni = 1 - (1 - level) / max(int(r.get("family_size") or 1), 1)
+        se = r["se"] if r["se"] else float("nan")  # a zero SE: not assessable, never "detectable 0"
         if test_images is not None:
-            row["detectable_planned"] = detectable_difference(r["se"], level, power, n_now=n, n_planned=test_images)
-        row["images_for_observed"] = images_for(r["se"], n, r["difference"], level, power)
+            row["detectable_planned"] = detectable_difference(se, bonferroni, power, n_now=n, n_planned=test_images)
+        row["images_for_observed"] = images_for(se, n, r["difference"], bonferroni, power)
         row["note"] = r.get("note", "")
         rows.append(row)
     return rows
@@ -126,24 +132,27 @@ def format_detectable(result: dict[str, Any], test_images: int | None = None) ->
     rows = detectable_rows(result, test_images)
     lines = [
         f"Smallest difference each paired comparison could detect ({result['power']:.0%} power, two-sided alpha "
-        f"{1 - result['level']:.2g}, before the Holm correction): (z_(1-alpha/2) + z_power) x SE of the difference",
+        f"{1 - result['level']:.2g}/m, m = the tests of its Holm family: Bonferroni's bound of Holm's first step): "
+        "(z_(1-alpha/2m) + z_power) x SE of the difference; a zero SE is not assessable",
         "  " + _unit_line(result),
     ]
     if test_images is not None:
         lines.append(f"  planned: {test_images} test images, SE x sqrt({result['n_images']}/{test_images}), assuming the same "
                      "class mix, the same models" + (" and the same images per patient" if result.get("unit") == "patients" else ""))
-    header = ["table", "metric", "a", "b", "diff", "se", "p", "test", "detectable"]
+    header = ["table", "metric", "a", "b", "diff", "se", "p", "test", "m", "detectable"]
     header += [f"at N={test_images}"] if test_images is not None else []
     header += ["N for diff"]
     body = []
     for r in rows:
         need = r["images_for_observed"]
-        # Not assessable (too few images, a degenerate interval): its SE is rounding noise, so is anything made of it.
-        shown = (lambda x: "n/a") if r["note"] else _num
-        cells = [r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["difference"]), shown(r["se"]),
-                 _num(r["p_value"], 3), r["test"], shown(r["detectable"])]
-        cells += [shown(r["detectable_planned"])] if test_images is not None else []
-        cells += ["n/a" if r["note"] or not math.isfinite(need) and need != math.inf else "never" if need == math.inf
+        # Not assessable (too few images, a degenerate interval, a zero SE): its SE is rounding noise, so is
+        # anything made of it.
+        unassessed = bool(r["note"]) or r["se"] == 0
+        cells = [r["table"], r["metric"], r["model_a"], r["model_b"], _num(r["difference"]),
+                 "n/a" if unassessed else _num(r["se"]), _num(r["p_value"], 3), r["test"], str(r["family_size"]),
+                 "not assessable" if unassessed else _num(r["detectable"])]
+        cells += [("not assessable" if unassessed else _num(r["detectable_planned"]))] if test_images is not None else []
+        cells += ["n/a" if unassessed or (not math.isfinite(need) and need != math.inf) else "never" if need == math.inf
                   else f"{math.ceil(need):,}"]
         body.append(cells + (["(not assessable)"] if r["note"] else []))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *[b[:len(header)] for b in body])]
@@ -191,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
     if args.detectable:
         rows = detectable_rows(result, args.test_images)
         if args.json:
-            keep = ("files", "level", "power", "unit", "n_images", "n_patients")
+            keep = ("files", "level", "power", "unit", "n_images", "n_patients", "primary_metric")
             print(to_json({**{k: result[k] for k in keep}, "test_images": args.test_images, "detectable": rows}))
         else:
             print(format_detectable(result, args.test_images))

@@ -1,6 +1,6 @@
 """Paired comparisons of models on the same test images: which test for which metric, Holm's correction.
 
-Comparison tables (Holm's correction runs within one table and one seed):
+Comparison tables (how the report groups the comparisons):
 
 - ``four_class``: accuracy, balanced accuracy, macro AUC, macro F1, log loss (paired bootstrap);
 - ``per_class_auc``: each one-vs-rest AUC (DeLong);
@@ -9,17 +9,28 @@ Comparison tables (Holm's correction runs within one table and one seed):
 - ``operating_point``: the same at the validation-chosen threshold (bootstrap), when val files exist;
 - ``calibration``: Brier, ECE, screening Brier and ECE (bootstrap).
 
+Families (Holm's correction runs within one family): the pre-specified primary analysis is the
+comparisons of ``evaluate.primary_metric`` (default macro AUC) between every pair of models, in one
+seed; ``family`` "primary". Every other metric's pairs, in one seed, form a family of their own,
+``family`` "secondary": no other metric dilutes the primary test, and a secondary verdict says
+nothing about the primary question. ``family_size`` is the number of assessable tests in the family.
+
 A comparison is *not assessable* (``significant`` None, ``note`` says why, left out of Holm) when
 the metric is undefined, rests on a group of fewer than :data:`MIN_CASES` test images (or patients,
 when they are known), is undefined
-in more than :data:`~medauc.evaluate.bootstrap.UNDEFINED_SHARE_WARN` of the resamples, or every
-resample gives the same non-zero difference: a "yes" or "no" there would be an artefact of the data.
+in more than :data:`~medauc.evaluate.bootstrap.UNDEFINED_SHARE_WARN` of the resamples, its
+difference has no variability (a zero standard error: both models constant, or both perfect), every
+resample gives the same non-zero difference, or (bootstrap) the smallest p-value the resamples can
+give, 2 / (B + 1), is above the family's first Holm threshold alpha / m: a "yes" or "no" there
+would be an artefact of the data or of the number of resamples.
 
 When the predictions files name each image's patient (``subject``), the bootstrap resamples
 patients and the DeLong tests use Obuchowski's clustered variance: every interval and p-value is at
 the level of patients (``unit`` "patients" in every output). Every comparison also gives ``se``, the
 standard error of its difference, and ``detectable``, the smallest difference this test set could
-detect at ``evaluate.power`` (see :mod:`medauc.evaluate.power`).
+detect at ``evaluate.power`` at the level its verdict uses: Bonferroni's alpha / m of its family, the
+one-number bound of Holm's first step (Holm rejects whatever Bonferroni rejects), so a difference
+above ``detectable`` is (about) never "not significant" (see :mod:`medauc.evaluate.power`).
 """
 
 from __future__ import annotations
@@ -40,8 +51,9 @@ from medauc.evaluate.predictions import Predictions
 COMPARISON_FIELDS = [
     "table", "seed", "metric", "model_a", "model_b", "value_a", "value_b", "difference",
     "ci_low", "ci_high", "p_value", "p_holm", "test", "significant", "note",
-    "se", "detectable", "unit", "n_patients",
+    "se", "detectable", "unit", "n_patients", "family", "family_size",
 ]
+PRIMARY_METRICS = ("auc_macro", "screening_auc")  # evaluate.primary_metric: the AUC questions 1 and 3 ask about
 # A group of test images (a class, the rest of the test set, the screening positives or negatives)
 # smaller than this: a paired test on a metric that rests on it is not assessable.
 MIN_CASES = 5
@@ -134,6 +146,9 @@ def _not_assessable(row: dict[str, Any], pred: Predictions, d: np.ndarray | None
             return f"the difference is undefined in {share:.0%} of bootstrap resamples"
     if not (np.isfinite(row["p_value"]) and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])):
         return "the test gives no p-value or interval for these data"
+    if row["se"] == 0:
+        return ("the difference has no variability (standard error 0: e.g. both models constant, or both perfect, on "
+                "these data), so no test can tell the models apart here")
     if row["ci_low"] == row["ci_high"] and row["difference"] != 0:
         return "every resample gives the same difference (a zero-width interval), so its uncertainty cannot be measured"
     return ""
@@ -144,7 +159,7 @@ def resampling_unit(pred: Predictions) -> str:
     return "images" if pred.subject is None else "patients"
 
 
-def _compare_pair(a: Entry, b: Entry, table: str, metric: str, test: str, level: float, power: float) -> dict[str, Any]:
+def _compare_pair(a: Entry, b: Entry, table: str, metric: str, test: str, level: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "table": table, "seed": a.seed, "metric": metric, "model_a": a.model, "model_b": b.model,
         "value_a": a.values[metric], "value_b": b.values[metric], "test": test,
@@ -169,15 +184,46 @@ def _compare_pair(a: Entry, b: Entry, table: str, metric: str, test: str, level:
         finite = d[np.isfinite(d)]
         row.update(difference=a.values[metric] - b.values[metric], ci_low=low, ci_high=high, p_value=paired_p_value(d),
                    se=float(np.std(finite, ddof=1)) if finite.size > 1 else nan)
-    row["detectable"] = detectable_difference(row["se"], level, power)
     why = _not_assessable(row, a.test, d)
     row["note"] = f"not assessable: {why}" if why else ""
+    row["_resamples"] = int(np.isfinite(d).sum()) if d is not None else None
     return row
 
 
-def paired_comparisons(entries: list[Entry], models: list[str], level: float, power: float = 0.8) -> list[dict[str, Any]]:
+def _resolution_note(row: dict[str, Any], m: int, level: float) -> str:
+    """Why a bootstrap test cannot reach its family's first Holm threshold alpha / m, or "" when it can."""
+    b = row.pop("_resamples", None)
+    if b is None or m < 1 or row["note"]:
+        return row["note"]
+    floor = 2 / (b + 1)
+    if floor < (1 - level) / m:
+        return ""
+    return (f"not assessable: with {b} bootstrap resamples the smallest p-value is {floor:.2g}, above the first Holm "
+            f"threshold {1 - level:.2g}/{m} of its family; raise evaluate.n_bootstrap to at least {int(np.ceil(2 * m / (1 - level)))}")
+
+
+def holm_family(rows: list[dict[str, Any]], family: str, level: float, power: float) -> None:
+    """Holm's correction over the assessable rows of one family (in place): ``p_holm``, ``significant``,
+    ``family``, ``family_size`` and ``detectable`` at Bonferroni's alpha / m (m = ``family_size``)."""
+    m = sum(not r["note"] for r in rows)
+    for r in rows:
+        r["note"] = _resolution_note(r, m, level)
+    m = sum(not r["note"] for r in rows)
+    adj = holm([np.nan if r["note"] else r["p_value"] for r in rows])
+    bonferroni = 1 - (1 - level) / max(m, 1)
+    for r, p in zip(rows, adj):
+        r["family"], r["family_size"] = family, m
+        r["p_holm"] = float(p)
+        r["significant"] = None if r["note"] else bool(np.isfinite(p) and p < 1 - level)
+        # a zero SE is not assessable (its note says so), never "detectable 0"
+        r["detectable"] = detectable_difference(r["se"], bonferroni, power) if r["se"] else float("nan")
+
+
+def paired_comparisons(entries: list[Entry], models: list[str], level: float, power: float = 0.8,
+                       primary: str = "auc_macro") -> list[dict[str, Any]]:
     """Rows of ``comparisons.csv`` (:data:`COMPARISON_FIELDS`): every pair of ``models`` on every metric of
-    every table, in each seed; Holm's correction within one table and seed."""
+    every table, in each seed; Holm's correction within one metric and seed (a family: ``primary``'s is
+    the primary one, every other metric's secondary)."""
     rows: list[dict[str, Any]] = []
     by_key = {(e.model, e.seed): e for e in entries}
     seeds = sorted({e.seed for e in entries})
@@ -186,15 +232,9 @@ def paired_comparisons(entries: list[Entry], models: list[str], level: float, po
         present = [m for m in models if (m, seed) in by_key]
         has_op = all(by_key[(m, seed)].operating_point is not None for m in present)
         for table, metrics in comparison_tables(classes, has_op).items():
-            table_rows = [
-                _compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level, power)
-                for metric, test in metrics
-                for ma, mb in itertools.combinations(present, 2)
-            ]
-            # Holm over the assessable tests only; the others get no adjusted p and no verdict (None).
-            adj = holm([np.nan if r["note"] else r["p_value"] for r in table_rows])
-            for r, p in zip(table_rows, adj):
-                r["p_holm"] = float(p)
-                r["significant"] = None if r["note"] else bool(np.isfinite(p) and p < 1 - level)
-            rows.extend(table_rows)
+            for metric, test in metrics:
+                family = [_compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level)
+                          for ma, mb in itertools.combinations(present, 2)]
+                holm_family(family, "primary" if metric == primary else "secondary", level, power)
+                rows.extend(family)
     return rows

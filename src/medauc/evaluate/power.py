@@ -7,7 +7,10 @@ the test measured: for DeLong, sqrt(var_a + var_b - 2 cov) from the two AUCs' va
 covariance (Obuchowski's clustered ones when patients are known); for the paired bootstrap, the
 standard deviation of the bootstrap differences. A "not significant" beside a detectable
 difference of 0.04 says the test set could not have shown a true gap of 0.01, not that there is
-none.
+none. A comparison's verdict is Holm-corrected within its family of m tests, so the level to give
+here is Bonferroni's 1 - alpha/m (:func:`medauc.evaluate.paired.holm_family` does): Holm rejects
+whatever Bonferroni rejects, so a difference above that detectable difference is (about) always
+significant.
 
 For a planned study with N test images instead of the n of this one, SE is scaled by
 sqrt(n / N). That assumes the planned test set is drawn like this one: the same class mix, the

@@ -94,12 +94,15 @@ def comparisons_table(doc: Document, comparisons: pd.DataFrame, tables: list[str
         sub = sub[sub["seed"].astype(str) == str(first_seed)]
     if not len(sub):
         return
+    if "family" in sub.columns:  # the primary family's verdicts first: the ones the study's questions rest on
+        sub = sub.sort_values("family", key=lambda f: f != "primary", kind="stable")
     notes = sub["note"] if "note" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
     detectable = sub["detectable"] if "detectable" in sub.columns else pd.Series([None] * len(sub), index=sub.index)
+    families = sub["family"] if "family" in sub.columns else pd.Series(["?"] * len(sub), index=sub.index)
     rows = [
-        [r.metric, r.model_a, r.model_b, fmt(r.difference), fmt_ci(r.difference, r.ci_low, r.ci_high), fmt_p(r.p_value),
+        [r.metric, fam, r.model_a, r.model_b, fmt(r.difference), fmt_ci(r.difference, r.ci_low, r.ci_high), fmt_p(r.p_value),
          fmt_p(r.p_holm), r.test, "n/a" if isinstance(note, str) and note else fmt_detectable(det), verdict(r.significant, note)]
-        for r, note, det in zip(sub.itertuples(), notes, detectable)
+        for r, note, det, fam in zip(sub.itertuples(), notes, detectable, families)
     ]
-    doc.table(["metric", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "detectable", "significant"], rows, caption)
+    doc.table(["metric", "family", "A", "B", "A − B", "95% CI", "p", "p (Holm)", "test", "detectable", "significant"], rows, caption)
     assessability_note(doc, [(f"{r.metric} ({r.model_a} vs {r.model_b})", note) for r, note in zip(sub.itertuples(), notes)])

@@ -43,7 +43,8 @@ def classifier_checks(
     seed = cfg.train.seeds[0]
     a = None
     if "balanced" in pred_files and len(generated):
-        per_seed = [{"seed": s, **checks.healthy_share(pred("balanced", s, "generated"), generated, neg, level)}
+        per_seed = [{"seed": s, **checks.healthy_share(pred("balanced", s, "generated"), generated, neg, level,
+                                                        cfg.evaluate.n_bootstrap, cfg.seed)}
                     for s in pred_files["balanced"]]
         # The same model on ORIGINAL test images: a share of generated images "called healthy" means
         # little if the model calls most tumours healthy too.

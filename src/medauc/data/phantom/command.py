@@ -76,7 +76,8 @@ def main(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{c} {n}" for c, n in summary["counts"].items())
     subjects = ", ".join(f"{c} {n}" for c, n in summary["subjects"].items())
     print(f"phantom: {summary['n_images']} images ({counts}) at {cfg.phantom.size} px, seed {cfg.seed} -> {out}")
-    print(f"subjects: {summary['n_subjects']} ({subjects}); file names sub-<n>_s<slice>.png, data.group_pattern '{summary['subject_pattern']}'")
+    print(f"subjects: {summary['n_subjects']} ({subjects}); file names sub-<n>_s<slice>.png, each image's subject in images.csv "
+          "(medauc prepare reads it: no data.group_pattern needed)")
     print(f"anatomy: {summary['anatomy']['description']}")
     print(f"time: {seconds:.1f} s, {summary['n_images'] / seconds:.1f} images/s; montage: {out / 'montage.png'}")
     return 0

@@ -35,7 +35,7 @@ from medauc.fileio import write_csv, write_json
 log = logging.getLogger(__name__)
 
 PHANTOM_VERSION = "2"  # bump whenever a change alters the generated images (2: virtual subjects)
-SUBJECT_PATTERN = r"(sub-\d+)"  # recovers the subject id from an image's path (data.group_pattern)
+SUBJECT_PATTERN = r"(sub-\d+)"  # recovers the subject id from an image's path (the phantom's images.csv names it too)
 
 
 def generate_phantom(
@@ -44,7 +44,7 @@ def generate_phantom(
     """Write the phantom into ``out_dir``; return what ``phantom.json`` records.
 
     Layout: ``<class>/sub-<n>_s<j>.png`` (8-bit grayscale, ``pcfg.size`` square; slice j of subject
-    n, ``data.group_pattern: '(sub-\\d+)'`` recovers the subject), ``masks/<class>/<same name>``
+    n; ``images.csv`` names it, and :func:`medauc.data.subjects.phantom_subjects` reads it), ``masks/<class>/<same name>``
     (0/255; empty for healthy), ``images.csv`` (per-image facts, ``slice_mm`` the slice's position
     along its series), ``subjects.csv`` (what was drawn per subject), ``montage.png``,
     ``montage_masks.png``, ``montage_<class>.png`` (one slice a subject), ``montage_subjects.png``

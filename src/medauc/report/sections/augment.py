@@ -103,7 +103,9 @@ def augmentation_section(ctx: Context) -> None:
     ca = checks.get("a_predicted_healthy")
     if ca:
         rows.append(["(a) generated images predicted healthy by a classifier trained on the original data",
-                     _ci_text(ca), f"n = {ca.get('n')}, model {ca.get('model')}"])
+                     _ci_text(ca), f"n = {ca.get('n')}, model {ca.get('model')}; " + (
+                         f"95% CI over the {ca.get('n_patients')} patients the images were restored from (patient bootstrap)"
+                         if ca.get("unit") == "patients" else "Wilson 95% CI over images (no patient ids known)")])
     cb = checks.get("b_restoration_quality") or {}
     for r in cb.get("validation", []):
         base = (f"; best blur {fmt(r.get('psnr_blur'), 2)} dB, non-local means {fmt(r.get('psnr_nlm'), 2)} dB"
@@ -135,7 +137,9 @@ def augmentation_section(ctx: Context) -> None:
                              f"healthy share {fmt(st.get('healthy_share_original'), 3)} → {fmt(st.get('healthy_share_restored'), 3)}"])
         if comp:
             ci = comp.get("ci") or [None, None]
-            rows.append(["(e) flip rate, restoration − balanced", fmt_ci(comp.get("difference"), ci[0], ci[1]), "paired bootstrap over images"])
+            over = (f"{comp.get('n_units')} {comp.get('unit')}" if comp.get("unit") else "source images")
+            rows.append(["(e) flip rate, restoration − balanced", fmt_ci(comp.get("difference"), ci[0], ci[1]),
+                         f"paired bootstrap over {over}"])
         else:
             missing = [n for n in ("restoration", "balanced") if n not in per_strategy]
             rows.append(["(e) flip rate, restoration − balanced", "not compared",
@@ -184,12 +188,14 @@ def strategies_section(ctx: Context) -> None:
     if tests:
         seeds = sorted({str(t.get("seed")) for t in tests})
         tests = [t for t in tests if str(t.get("seed")) == seeds[0]]
-        doc.table(["strategy", "metric", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "detectable", "significant"],
-                  [[t["strategy"], t["metric"], fmt(t.get("difference")), fmt_ci(t.get("difference"), t.get("ci_low"), t.get("ci_high")),
+        doc.table(["strategy", "metric", "family", "strategy − restoration", "95% CI", "p", "p (Holm)", "test", "detectable",
+                   "significant"],
+                  [[t["strategy"], t["metric"], t.get("family", "?"), fmt(t.get("difference")), fmt_ci(t.get("difference"), t.get("ci_low"), t.get("ci_high")),
                     fmt_p(t.get("p_value")), fmt_p(t.get("p_holm")), t.get("test"),
                     "n/a" if t.get("note") else fmt_detectable(t.get("detectable")), verdict(t.get("significant"), t.get("note"))]
                    for t in tests],
                   f"Paired tests of each strategy against restoration (seed {seeds[0]}; 95% CI {ci_unit(ev)}; detectable: the "
                   "smallest difference the test could detect with "
-                  f"{(ev or {}).get('power', 0.8):.0%} power)")
+                  f"{(ev or {}).get('power', 0.8):.0%} power at its Holm family's Bonferroni level alpha/m; the "
+                  "primary family is the pre-specified metric's pairs, every other metric a secondary family of its own)")
         assessability_note(doc, [(f"{t['metric']} ({t['strategy']})", t.get("note")) for t in tests])

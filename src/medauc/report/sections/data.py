@@ -126,7 +126,8 @@ def _patients_text(ctx: Context, patients: dict[str, Any] | None, audit: dict[st
     rows = [[c] + [patients["counts"][c][s] for s in splits] + [patients["per_class"][c]] for c in classes]
     rows.append(["total"] + [patients["per_split"][s] for s in splits] + [patients["n_patients"]])
     where = {"data.group_pattern": f"taken from the image paths by data.group_pattern = {audit.get('pattern')}",
-             "data.groups_csv": f"listed in data.groups_csv = {audit.get('groups_csv')}"}.get(audit.get("source", ""), "")
+             "data.groups_csv": f"listed in data.groups_csv = {audit.get('groups_csv')}",
+             "phantom images.csv": "as the phantom drew them, from its own images.csv"}.get(audit.get("source", ""), "")
     straddle = audit.get("given_split_subjects") or []
     except_ = " (except the ones noted below, in the data set's own train and test sets)" if straddle else ""
     doc.p(

@@ -49,13 +49,17 @@ def models_section(ctx: Context) -> None:
               "so there are no paired comparisons and no ranking.", "note")
     elif comp_path.exists():
         comparisons = pd.read_csv(comp_path)
+        primary = metrics.get("primary_metric", "auc_macro")
         tests = ({"paired_bootstrap": "paired patient bootstrap", "delong": "DeLong with Obuchowski's clustered variance"}
                  if metrics.get("unit") == "patients" else {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"})
         comparisons_table(doc, comparisons, ["four_class", "screening"], ["accuracy", "auc_macro", "screening_auc"],
                           f"Paired comparisons on the same test images, 95% CI {ci_unit(metrics)}: accuracy and macro AUC by "
-                          f"{tests['paired_bootstrap']}, screening AUC by {tests['delong']}; Holm correction within each table; "
+                          f"{tests['paired_bootstrap']}, screening AUC by {tests['delong']}; Holm correction within each "
+                          f"family: the primary family ({primary}, fixed in advance: evaluate.primary_metric) is the one the "
+                          "verdicts on the study's questions rest on; each other metric is a secondary family of its own; "
                           f"detectable = the smallest difference the test could detect with {metrics.get('power', 0.8):.0%} power "
-                          "(two-sided, before Holm), so a 'no' beside a large one means the test set is too small to tell", first_seed)
+                          "at the family's Bonferroni level alpha/m (the bound of Holm's first step), so a 'no' beside it "
+                          "means the test set is too small to tell", first_seed)
 
     q = metrics.get("question_1")
     if q:

@@ -19,7 +19,7 @@ def summary_section(ctx: Context) -> None:
     comp_path = ctx.path("comparisons.csv")
     found = study_answers(
         ctx.json("metrics.json"), pd.read_csv(comp_path) if comp_path.exists() else None, ctx.json("strategies.json"),
-        image_checks(ctx), ctx.json("explain.json"), ctx.cfg.evaluate.question_auc, ctx.cfg.evaluate.level,
+        image_checks(ctx), ctx.json("explain.json"), ctx.cfg.evaluate.primary_metric, ctx.cfg.evaluate.level,
     )
     answers = {key: a["text"] for key, a in found.items()}
     for text in answers.values():
