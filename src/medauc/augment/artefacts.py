@@ -124,27 +124,22 @@ def _weighted_auc(y: np.ndarray, s: np.ndarray) -> Callable[[np.ndarray], float]
 
 
 def artefact_detectability(
-    originals: np.ndarray,
-    generated: np.ndarray,
-    source_index: np.ndarray,
-    sigmas: np.ndarray | None = None,
-    seed: int = 0,
-    folds: int = 5,
-    n_bootstrap: int = 2000,
-    level: float = 0.95,
+    originals: np.ndarray, generated: np.ndarray, source_index: np.ndarray, sigmas: np.ndarray | None = None, **options: Any
 ) -> dict[str, Any]:
     """Check (d): can simple image statistics tell restored (M, S, S) from original (N, S, S) images?
 
     ``source_index`` (M,) gives each generated image's original (row of ``originals``). Scores are
     out-of-fold; folds and the bootstrap resample source images (clusters: an original with its
     restorations), so correlated images are never split and the interval is not too narrow.
-    The stage computes the features a block at a time and calls :func:`detectability_from_features`.
+    ``options``: ``seed``, ``folds``, ``n_bootstrap``, ``level`` of :func:`detectability_from_features`,
+    which the stage calls with features computed a block at a time.
     """
+    folds = options.get("folds", 5)
     if len(originals) < 2 * folds or len(generated) == 0:
         raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; "
                               f"got {len(originals)} and {len(generated)}")
     return detectability_from_features(image_features(quantise(originals)), image_features(quantise(generated)),
-                                       source_index, sigmas, seed, folds, n_bootstrap, level)
+                                       source_index, sigmas, **options)
 
 
 def detectability_from_features(

@@ -166,7 +166,7 @@ class GeneratedChecks:
         return _quality_rows(self.psnr, self.ssim_source, self.sigmas)
 
     def memorisation(self, train_images: np.ndarray, train_index: np.ndarray, healthy_index: np.ndarray,
-                     threshold: float, block: int = 512) -> dict[str, Any]:
+                     threshold: float, block: int = 64) -> dict[str, Any]:
         """Check (c) against every ORIGINAL training image ``train_images`` (T, S, S) (uint8 or float;
         read a block at a time). ``train_index`` (N,): each source's row in ``train_images``;
         ``healthy_index``: the rows that are healthy sources."""
@@ -179,8 +179,14 @@ class GeneratedChecks:
         near_copy = self.ssim_source >= threshold
         s_idx = np.flatnonzero(self.sampled)
         nearest, corr_other = _nearest_other(self.rows[s_idx], pool, source_row[s_idx])
-        gen_s = np.stack([self.kept[int(i)] for i in s_idx]) if len(s_idx) else np.zeros((0, *train_images.shape[1:]), np.float32)
-        ssim_other = ssim(gen_s, quantise(_as_float(train_images[nearest]))) if len(s_idx) else np.array([])
+        def kept(positions: np.ndarray) -> np.ndarray:  # sampled images by their position in s_idx
+            return np.stack([self.kept[int(s_idx[k])] for k in positions])
+
+        def train(rows: np.ndarray) -> np.ndarray:
+            return quantise(_as_float(train_images[rows]))
+
+        k_all = np.arange(len(s_idx))
+        ssim_other = _ssim_pairs(kept, train, k_all, nearest)
         closer_other = corr_other > corr_source[s_idx]
 
         # Diversity: how alike the restorations of one source are to each other (sampled sources).
@@ -193,16 +199,14 @@ class GeneratedChecks:
             pb.append(idx[b])
         pa_all = np.concatenate(pa) if pa else np.array([], dtype=np.int64)
         pb_all = np.concatenate(pb) if pb else np.array([], dtype=np.int64)
-        # pairs a chunk at a time: the pair arrays would otherwise take twice the sample per sibling
-        sibling = np.concatenate([ssim(gen_s[pa_all[i:i + 256]], gen_s[pb_all[i:i + 256]])
-                                  for i in range(0, pa_all.size, 256)]) if pa_all.size else np.array([])
+        sibling = _ssim_pairs(kept, kept, pa_all, pb_all)
 
         healthy_index = np.asarray(healthy_index, dtype=np.int64)
         h_take = healthy_index
         if len(healthy_index) > SAMPLE_GENERATED:
             h_take = np.sort(np.random.default_rng(1).choice(healthy_index, SAMPLE_GENERATED, replace=False))
         base_nn, _ = _nearest_other(pool[h_take], pool, h_take)
-        baseline = ssim(quantise(_as_float(train_images[h_take])), quantise(_as_float(train_images[base_nn]))) if len(h_take) else np.array([])
+        baseline = _ssim_pairs(train, train, h_take, base_nn)
 
         sig_s = self.sigmas[s_idx]
         per_sigma = []
@@ -241,6 +245,14 @@ class GeneratedChecks:
     def _check_complete(self) -> None:
         if not self.seen.all():
             raise RuntimeError(f"{int((~self.seen).sum())} generated image(s) never reached the checks: a bug in the caller")
+
+
+def _ssim_pairs(get_a: Callable[[np.ndarray], np.ndarray], get_b: Callable[[np.ndarray], np.ndarray],
+                a: np.ndarray, b: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """SSIM of the image pairs (get_a(a[k]), get_b(b[k])), gathered ``chunk`` pairs at a time, so the
+    pairs' pixels are never all in memory at once (a sample of 2,000 224-px images is 400 MB a side)."""
+    parts = [ssim(get_a(a[i:i + chunk]), get_b(b[i:i + chunk])) for i in range(0, len(a), chunk)]
+    return np.concatenate(parts) if parts else np.array([])
 
 
 def _as_float(images: Any) -> np.ndarray:

@@ -104,22 +104,17 @@ def generate_blocks(
 
 
 def generate(
-    sources: np.ndarray,
-    plan: Sequence[tuple[int, float, int]],
-    restore_fn: RestoreFn,
-    seed: int,
-    batch_size: int = 64,
-    progress: bool = True,
-    desc: str = "generate",
+    sources: np.ndarray, plan: Sequence[tuple[int, float, int]], restore_fn: RestoreFn, seed: int, **options: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """All of :func:`generate_blocks` at once: (restored (M, S, S), noisy (M, S, S)), M = len(plan).
 
-    For small sets and tests; the stages stream the blocks instead.
+    For small sets and tests; the stages stream the blocks instead. ``options``: ``batch_size``,
+    ``progress``, ``desc`` of :func:`generate_blocks`.
     """
     m = len(plan)
     restored = np.empty((m, *sources.shape[1:]), dtype=np.float32)
     noisy_all = np.empty_like(restored)
-    for sl, rest, noisy in generate_blocks(sources, plan, restore_fn, seed, batch_size, progress, desc):
+    for sl, rest, noisy in generate_blocks(sources, plan, restore_fn, seed, **options):
         restored[sl] = rest
         noisy_all[sl] = noisy
     return restored, noisy_all
