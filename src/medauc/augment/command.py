@@ -198,10 +198,8 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         # The original training images stay uint8 (as cached); the checks read them a block at a time.
         all_train = load_images(list(train_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load train").numpy()
         train_pos = {sid: i for i, sid in enumerate(train_rows["image_id"])}
-        result["c_memorisation"] = acc.memorisation(
-            all_train, src_rows["image_id"].map(train_pos).to_numpy(np.int64),
-            src_rows["image_id"].map(train_pos).to_numpy(np.int64), acfg.near_copy_threshold,
-        )
+        source_rows = src_rows["image_id"].map(train_pos).to_numpy(np.int64)  # the sources are the healthy rows
+        result["c_memorisation"] = acc.memorisation(all_train, source_rows, source_rows, acfg.near_copy_threshold)
         del all_train
         if same_size:
             x_orig, x_gen = artefacts.image_features(checks.quantise(clean)), acc.feature_rows
