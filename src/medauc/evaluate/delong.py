@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import norm
 
 from medauc.errors import EvaluationError, UndefinedMetricWarning
+from medauc.evaluate.predictions import missing_id
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,7 @@ def check_clusters(clusters: Any, n: int) -> np.ndarray | None:
     # None, NaN or "" is no patient id: np.unique would raise a TypeError on None, and join every NaN into one patient.
     # Read from the values as given: np.asarray turns a NaN among strings into the string "nan".
     given = clusters.tolist() if isinstance(clusters, np.ndarray) else list(clusters)
-    missing = np.array([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
-                        for v in given], dtype=bool)
+    missing = np.array([missing_id(v) for v in given], dtype=bool)
     if missing.any():
         rows = np.flatnonzero(missing)
         raise EvaluationError(

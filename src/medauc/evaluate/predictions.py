@@ -10,7 +10,6 @@ when it is absent or empty the patients are unknown and images are treated as in
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +74,13 @@ class Predictions:
             raise EvaluationError(f"{self.source}: image ids {image_ids[pos < 0][:5].tolist()} are missing")
         subject = None if self.subject is None else self.subject[pos]
         return Predictions(self.image_ids[pos], self.y[pos], self.probs[pos], self.classes, self.negative, self.source, subject)
+
+
+
+def missing_id(value: object) -> bool:
+    """True for a patient id that names no patient: None, NaN or a blank string."""
+    return value is None or (isinstance(value, (float, np.floating)) and bool(np.isnan(value))) or (
+        isinstance(value, str) and not value.strip())
 
 
 def from_arrays(
@@ -160,7 +166,7 @@ def _subjects(subject: Sequence[str] | np.ndarray | None, ids: np.ndarray, sourc
     """Validated patient ids (n,) str, or None when none is given or every one is empty."""
     if subject is None:
         return None
-    subj = np.array(["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip() for v in subject],
+    subj = np.array(["" if missing_id(v) else str(v).strip() for v in subject],
                     dtype=object).astype(str)
     if subj.shape != ids.shape:
         raise EvaluationError(f"{source}: {subj.size} subject ids for {ids.size} images")
