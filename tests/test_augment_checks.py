@@ -134,3 +134,26 @@ def test_checks_a_and_e_resample_patients_when_known():
     assert a["unit"] == "patients" and a["n_patients"] == 2 and a["ci"] == [0.0, 1.0]
     b = classifier_checks.healthy_share(pred, prov.drop(columns="subject"), "healthy", 0.95)
     assert b["unit"] == "images" and b["ci"] == classifier_checks.wilson(6, 12)
+
+
+def test_artefact_interval_and_folds_are_over_patients_when_known(originals):
+    """Issue 24: check (d) resamples patients. Four slices per patient that share their statistics
+    are one unit of evidence: the patient interval is wider than the per-source one."""
+    n_pat, per = 10, 4
+    base = synthetic_images(n_pat, 32, np.random.default_rng(5))
+    rng = np.random.default_rng(6)
+    slices = np.clip(np.repeat(base, per, axis=0) + rng.normal(0, 0.001, (n_pat * per, 32, 32)), 0, 1)
+    patients = np.repeat([f"s{i}" for i in range(n_pat)], per)
+    source, sigmas = _five_each(len(slices))
+    # A faint signature whose strength is the patient's: how detectable depends on the patient.
+    strength = np.repeat(np.linspace(0.0, 0.03, n_pat), per)[source]
+    yy, xx = np.mgrid[0:32, 0:32]
+    planted = np.clip(slices[source] + strength[:, None, None] * ((yy + xx) % 2 * 2 - 1), 0, 1)
+    kw = dict(seed=0, n_bootstrap=400)
+    by_source = artefacts.artefact_detectability(slices, planted, source, sigmas, **kw)
+    by_patient = artefacts.artefact_detectability(slices, planted, source, sigmas, source_patients=patients, **kw)
+    assert by_source["unit"] == "source images" and by_source["n_units"] == n_pat * per
+    assert by_patient["unit"] == "patients" and by_patient["n_units"] == n_pat
+    assert by_patient["ci"][1] - by_patient["ci"][0] > 1.3 * (by_source["ci"][1] - by_source["ci"][0])
+    with pytest.raises(Exception, match="one entry per original"):
+        artefacts.artefact_detectability(slices, planted, source, sigmas, source_patients=patients[:5], **kw)

@@ -138,3 +138,27 @@ def test_rank_correlation_in_blocks_equals_one_block():
     whole = sc.rank_correlation(a, b, block=100)
     np.testing.assert_array_equal(sc.rank_correlation(a, b, block=3), whole)
     assert np.isnan(whole[3]) and np.isfinite(np.delete(whole, 3)).all()
+
+
+def test_bootstrap_over_patients_counts_a_patient_once():
+    """Five identical slices of each of 40 patients carry the evidence of 40 values, not 200:
+    the patient interval is as wide as the 40 values' own, the image interval sqrt(5) narrower."""
+    v40 = np.random.default_rng(2).random(40)
+    v = np.repeat(v40, 5)
+    patients = np.repeat(np.arange(40), 5).astype(str)
+    by_patient = sc.bootstrap_mean(v, 4000, 0.95, np.random.default_rng(0), clusters=patients)
+    by_image = sc.bootstrap_mean(v, 4000, 0.95, np.random.default_rng(0))
+    own = sc.bootstrap_mean(v40, 4000, 0.95, np.random.default_rng(0))
+    width = lambda r: r["ci_high"] - r["ci_low"]  # noqa: E731
+    assert by_patient["mean"] == pytest.approx(v40.mean()) and by_patient["n"] == 200 and by_patient["n_patients"] == 40
+    assert width(by_patient) == pytest.approx(width(own), rel=0.1)
+    assert width(by_image) == pytest.approx(width(own) / np.sqrt(5), rel=0.15)
+    # nan values are left out with their patient rows; a patient left with nothing is not a unit.
+    v2 = v.copy()
+    v2[:5] = np.nan
+    assert sc.bootstrap_mean(v2, 100, 0.95, np.random.default_rng(0), clusters=patients)["n_patients"] == 39
+    # A patient's replicate mean weighs its images: unequal sizes give the pooled image mean.
+    d = sc.paired_difference(v + 0.1, v, 200, 0.95, np.random.default_rng(0), clusters=patients)
+    assert d["mean"] == pytest.approx(0.1) and d["n_patients"] == 40
+    with pytest.raises(ValueError, match="one entry per value"):
+        sc.bootstrap_mean(v, 10, 0.95, np.random.default_rng(0), clusters=patients[:10])

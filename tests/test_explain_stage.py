@@ -74,7 +74,7 @@ def _cfg(**changes):
     return replace(load_config("smoke"), **{**base, **changes})
 
 
-def _make_run(tmp_path, cfg):
+def _make_run(tmp_path, cfg, subjects=None):
     from safetensors.torch import save_file
 
     run = runs.open_run(tmp_path / "run", cfg)
@@ -95,7 +95,8 @@ def _make_run(tmp_path, cfg):
         path = f"phantom/{label}/{i:03d}.png"
         (run / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(run / path)
-        rows.append({"image_id": f"{i:03d}", "path": path, "label": label, "split": "test" if i < 16 else "train", "mask_path": mask_path})
+        rows.append({"image_id": f"{i:03d}", "path": path, "label": label, "split": "test" if i < 16 else "train", "mask_path": mask_path,
+                     **({"subject": subjects(i)} if subjects else {})})
     fileio.write_csv(run / "manifest.csv", rows)
     for name in cfg.model.names:
         d = run / "train" / name / "0"
@@ -191,3 +192,29 @@ def test_clear_errors_for_missing_inputs(tmp_path, stand_ins):
     (run / "manifest.csv").unlink()
     with pytest.raises(DataError, match="manifest.csv does not exist"):
         explain_stage(cfg, run)
+
+
+def test_localisation_intervals_are_over_patients_when_known(tmp_path, stand_ins):
+    """Issue 24: with patients in the manifest, every localisation interval resamples patients."""
+    from medauc.explain import stage
+
+    cfg = _cfg()
+    # 16 test images of 4 patients (one per class): the intervals have 4 units, not 12 images.
+    run = _make_run(tmp_path, cfg, subjects=lambda i: f"p{i % 4}")
+    result = stage.explain_stage(cfg, run)
+    assert result["ci_unit"] == "patients" and result["n_patients"] == 4
+    g = result["models"]["test_resnet"]["methods"]["gradcam"]
+    assert g["trained"]["all"]["pointing_game"]["n_patients"] == 3  # the healthy patient has no mask
+    assert g["trained"]["by_class"]["glioma"]["energy_ratio"]["n_patients"] == 1
+    assert g["sanity"]["pointing_game_difference"]["n_patients"] == 3
+    # One patient per class: a class's interval cannot vary with a resample of one patient.
+    er = g["trained"]["by_class"]["glioma"]["energy_ratio"]
+    assert er["ci_low"] == er["ci_high"] == pytest.approx(er["mean"])
+
+
+def test_localisation_intervals_are_over_images_without_patients(tmp_path, stand_ins):
+    from medauc.explain import stage
+
+    result = stage.explain_stage(_cfg(), _make_run(tmp_path, _cfg()))
+    assert result["ci_unit"] == "images" and result["n_patients"] is None
+    assert "n_patients" not in result["models"]["test_resnet"]["methods"]["gradcam"]["trained"]["all"]["pointing_game"]

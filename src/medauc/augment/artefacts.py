@@ -1,8 +1,8 @@
 """Check (d), artefact detectability: can simple image statistics tell restored images from originals?
 
 A logistic regression on per-image statistics (:func:`image_features`), scored out of fold with
-folds by source image; a cluster bootstrap over source images gives the interval. The result's
-schema is in :mod:`medauc.augment.checks`.
+folds by patient (or by source image when patients are unknown); a cluster bootstrap over the
+same units gives the interval. The result's schema is in :mod:`medauc.augment.checks`.
 """
 
 from __future__ import annotations
@@ -151,8 +151,15 @@ def detectability_from_features(
     folds: int = 5,
     n_bootstrap: int = 2000,
     level: float = 0.95,
+    source_patients: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Check (d) from :func:`image_features` of the (quantised) originals (N, F) and generated images (M, F)."""
+    """Check (d) from :func:`image_features` of the (quantised) originals (N, F) and generated images (M, F).
+
+    ``source_patients`` (N,), optional: each original's patient. Given, the folds and the bootstrap
+    keep a patient's originals and all their restorations together (``unit`` "patients"), since
+    two slices of one head share its statistics; else each original with its restorations is
+    one unit (``unit`` "source images").
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -163,11 +170,22 @@ def detectability_from_features(
         raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; got {n} and {len(x_generated)}")
     X = np.concatenate([x_original, x_generated])
     y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(len(x_generated), dtype=np.int64)])
-    group = np.concatenate([np.arange(n), source_index])
+    if source_patients is None:
+        unit_of_source, unit = np.arange(n), "source images"
+    else:
+        source_patients = np.asarray(source_patients)
+        if source_patients.shape != (n,):
+            raise EvaluationError(f"source_patients must have one entry per original ({n}); got shape {source_patients.shape}")
+        unit_of_source = np.unique(source_patients.astype(str), return_inverse=True)[1].astype(np.int64)
+        unit = "patients"
+    n_units = int(unit_of_source.max()) + 1
+    if n_units < folds:
+        raise EvaluationError(f"artefact check needs at least {folds} {unit}; got {n_units}")
+    group = unit_of_source[np.concatenate([np.arange(n), source_index])]
     rng = np.random.default_rng(seed)
-    fold_of_source = np.empty(n, dtype=np.int64)
-    fold_of_source[rng.permutation(n)] = np.arange(n) % folds
-    fold = fold_of_source[group]
+    fold_of_unit = np.empty(n_units, dtype=np.int64)
+    fold_of_unit[rng.permutation(n_units)] = np.arange(n_units) % folds
+    fold = fold_of_unit[group]
     score = np.empty(len(y))
 
     def model() -> Any:
@@ -179,11 +197,11 @@ def detectability_from_features(
         score[test] = clf.decision_function(X[test])
     auc = _auc(y, score)
 
-    # Cluster bootstrap over source images.
+    # Cluster bootstrap over the units (patients, or source images).
     reps = np.empty(n_bootstrap)
     auc_of = _weighted_auc(y, score)
     for b in range(n_bootstrap):
-        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        counts = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(np.float64)
         reps[b] = auc_of(counts[group])
     ci = list(percentile_interval(reps, level))  # undefined replicates left out; none left -> nan
 
@@ -200,7 +218,9 @@ def detectability_from_features(
         "auc": auc,
         "ci": ci,
         "level": level,
-        "method": "logistic regression on image statistics, out-of-fold by source; cluster bootstrap CI",
+        "method": f"logistic regression on image statistics, out-of-fold by {unit[:-1]}; cluster bootstrap CI over {unit}",
+        "unit": unit,
+        "n_units": n_units,
         "n_original": int(n),
         "n_generated": int(len(x_generated)),
         "folds": int(folds),

@@ -30,8 +30,10 @@ Schema of both (every share is in [0, 1]; every interval is ``[low, high]`` at
   to their source >= ``augment.near_copy_threshold``; siblings are restorations of the same source;
   the baseline is each healthy source's SSIM to its own nearest other training image.
 - ``d_artefact_detectability``: a logistic regression on simple image statistics tells restored
-  from original healthy images; out-of-fold scores (folds by source image, so an image and its
-  restorations never straddle folds). ``{auc, ci, method, n_original, n_generated, folds,
+  from original healthy images; out-of-fold scores with folds by patient when every source names
+  one (else by source image), so an image, its restorations and the patient's other slices never
+  straddle folds; the interval is a cluster bootstrap over the same units.
+  ``{auc, ci, unit ("patients" | "source images"), n_units, method, n_original, n_generated, folds,
   per_sigma: [{sigma, auc}], features: [{name, coefficient}], image_size}`` (standardised
   coefficients, largest first; positive = higher in restored images). AUC ~0.5: no visible
   signature; ~1: a signature. Unlike b and c it runs at ``data.image_size``, on the images as the

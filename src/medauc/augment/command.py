@@ -18,6 +18,7 @@ import torch
 
 from medauc import fileio, runs
 from medauc.augment import artefacts, checks
+from medauc.augment.classifier_checks import known_subjects
 from medauc.augment.denoiser import model_restore_fn, save_denoiser
 from medauc.augment.restoration import quality_per_sigma, restoration_examples
 from medauc.augment.training import train_denoiser
@@ -209,7 +210,8 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
             x_orig = _features_of(list(src_rows["path"]), cfg.data.image_size, cache, cfg.data.workers)
             x_gen = _features_of(list(gen_rows["path"]), cfg.data.image_size, None, cfg.data.workers)
         result["d_artefact_detectability"] = artefacts.detectability_from_features(
-            x_orig, x_gen, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level
+            x_orig, x_gen, gen_src, sig, seed=cfg.seed, n_bootstrap=cfg.evaluate.n_bootstrap, level=cfg.evaluate.level,
+            source_patients=known_subjects(src_rows),  # over patients when every source names one
         )
         result["d_artefact_detectability"]["image_size"] = cfg.data.image_size
     else:

@@ -74,9 +74,12 @@ def model_dirs(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, Path]], list
     return out, ignored
 
 
-def load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None], list[str]]:
+def load_sample(
+    cfg: Config, run_dir: Path, classes: list[str]
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None], list[str], list[str] | None]:
     """The test sample: images (H, W) float32 in [0, 1], labels (N,) indices into ``classes``,
-    masks (H, W) bool or None, image ids; sorted by image id, then drawn by :func:`stratified_sample`."""
+    masks (H, W) bool or None, image ids, and each image's patient (None when the manifest has no
+    ``subject`` column); sorted by image id, then drawn by :func:`stratified_sample`."""
     import pandas as pd
 
     from medauc.data.images import load_image
@@ -84,7 +87,7 @@ def load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[np
     manifest = run_dir / "manifest.csv"
     if not manifest.is_file():
         raise DataError(f"{manifest} does not exist; run `medauc prepare` (or `medauc run`) first")
-    df = pd.read_csv(manifest, dtype={"image_id": str, "mask_path": str}, keep_default_na=False)
+    df = pd.read_csv(manifest, dtype={"image_id": str, "mask_path": str, "subject": str}, keep_default_na=False)
     missing = {"image_id", "path", "label", "split"} - set(df.columns)
     if missing:
         raise DataError(f"{manifest} lacks columns {sorted(missing)}; rerun `medauc prepare`")
@@ -109,7 +112,8 @@ def load_sample(cfg: Config, run_dir: Path, classes: list[str]) -> tuple[list[np
             mask = np.asarray(load_image(mpath)) > 0.5
         masks.append(mask)
         ids.append(str(row["image_id"]))
-    return images, labels_all[idx], masks, ids
+    subjects = [str(test.iloc[int(i)]["subject"]) for i in idx] if "subject" in test.columns else None
+    return images, labels_all[idx], masks, ids, subjects
 
 
 def load_model(name: str, model_dir: Path, cfg: Config, device: torch.device) -> ExplainModel:

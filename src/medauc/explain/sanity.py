@@ -17,19 +17,22 @@ from medauc.explain.passes import CamPass
 
 
 def summarise(
-    scores: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], lesion: list[int], cfg: Config, rng: np.random.Generator
+    scores: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], lesion: list[int], cfg: Config, rng: np.random.Generator,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """``{"by_class": {class: {score: {mean, ci_low, ci_high, n}}}, "all": {score: ...}}``.
 
     scores: per-image scores (N,) by name; labels (N,) class indices; lesion: the classes with masks
-    (one block each in ``by_class``); "all" pools every image.
+    (one block each in ``by_class``); "all" pools every image; clusters (N,) or None: each image's
+    patient, when known, for intervals over patients.
     """
     n_boot, level = cfg.evaluate.n_bootstrap, cfg.evaluate.level
     by_class = {}
     for c in lesion:
         sel = labels == c
-        by_class[classes[c]] = {k: sc.bootstrap_mean(scores[k][sel], n_boot, level, rng) for k in sc.SCORES}
-    pooled = {k: sc.bootstrap_mean(scores[k], n_boot, level, rng) for k in sc.SCORES}
+        cl = None if clusters is None else clusters[sel]
+        by_class[classes[c]] = {k: sc.bootstrap_mean(scores[k][sel], n_boot, level, rng, cl) for k in sc.SCORES}
+    pooled = {k: sc.bootstrap_mean(scores[k], n_boot, level, rng, clusters) for k in sc.SCORES}
     return {"by_class": by_class, "all": pooled}
 
 
@@ -60,17 +63,18 @@ def twin_comparison(
     lesion: list[int],
     cfg: Config,
     rng: np.random.Generator,
+    clusters: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The twin's summary (as :func:`summarise`) and explain.json's ``sanity`` block for one model and method.
 
     ``trained`` is the trained model's summary; ``rng`` continues the generator that drew it, so the
     bootstrap draws follow on from the trained model's.
     """
-    twin = summarise(twin_pass.scores, labels, classes, lesion, cfg, rng)
+    twin = summarise(twin_pass.scores, labels, classes, lesion, cfg, rng, clusters)
     n_boot, level = cfg.evaluate.n_bootstrap, cfg.evaluate.level
-    pg = sc.paired_difference(trained_pass.scores["pointing_game"], twin_pass.scores["pointing_game"], n_boot, level, rng)
-    ratio = sc.paired_difference(trained_pass.scores["energy_ratio"], twin_pass.scores["energy_ratio"], n_boot, level, rng)
-    corr = sc.bootstrap_mean(sc.rank_correlation(trained_pass.true_maps, twin_pass.true_maps), n_boot, level, rng)
+    pg = sc.paired_difference(trained_pass.scores["pointing_game"], twin_pass.scores["pointing_game"], n_boot, level, rng, clusters)
+    ratio = sc.paired_difference(trained_pass.scores["energy_ratio"], twin_pass.scores["energy_ratio"], n_boot, level, rng, clusters)
+    corr = sc.bootstrap_mean(sc.rank_correlation(trained_pass.true_maps, twin_pass.true_maps), n_boot, level, rng, clusters)
     verdict, text = _verdict(name, method, trained, twin, pg, ratio)
     sanity = {
         "pointing_game_difference": pg, "energy_ratio_difference": ratio,

@@ -15,7 +15,8 @@ For a map ``m`` (H, W) >= 0 and a lesion mask ``M`` (H, W) bool of the same imag
   map is concentrated on the lesion (at most 1 / area share).
 
 An empty mask gives nan for every score of that image; summaries skip nan.
-Intervals are percentile bootstrap intervals over images, from an explicit seeded generator.
+Intervals are percentile bootstrap intervals over patients when every image names its patient (else
+over images), from an explicit seeded generator.
 """
 
 from __future__ import annotations
@@ -88,28 +89,55 @@ def localisation_scores(
     }
 
 
-def bootstrap_mean(values: np.ndarray, n_boot: int, level: float, rng: np.random.Generator) -> dict[str, float]:
+def bootstrap_mean(
+    values: np.ndarray, n_boot: int, level: float, rng: np.random.Generator, clusters: np.ndarray | None = None
+) -> dict[str, float]:
     """Mean of ``values`` (N,) with a percentile bootstrap CI; nan values are left out.
 
+    ``clusters`` (N,), optional: each value's patient. Given, the bootstrap resamples patients, each
+    drawn patient bringing all its values (the mean of a replicate is over its images), so the
+    slices of one head are not counted as independent evidence; ``n_patients`` is added.
     Returns {"mean", "ci_low", "ci_high", "n"}; all nan (n = 0) when nothing is left.
     """
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
+    ok = np.isfinite(v)
+    if clusters is not None:
+        clusters = np.asarray(clusters)
+        if clusters.shape != v.shape:
+            raise ValueError(f"clusters must have one entry per value; got shapes {clusters.shape} and {v.shape}")
+        clusters = clusters[ok]
+    v = v[ok]
     if v.size == 0:
-        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    lo, hi = percentile_interval(v[idx].mean(axis=1), level)
-    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(v.size)}
+        empty = {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+        return empty if clusters is None else {**empty, "n_patients": 0}
+    if clusters is None:
+        idx = rng.integers(0, v.size, size=(n_boot, v.size))
+        lo, hi = percentile_interval(v[idx].mean(axis=1), level)
+        return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(v.size)}
+    inv = np.unique(clusters.astype(str), return_inverse=True)[1].reshape(-1)
+    k = int(inv.max()) + 1
+    sums = np.bincount(inv, weights=v, minlength=k)
+    counts = np.bincount(inv, minlength=k).astype(float)
+    reps = np.empty(n_boot)
+    step = max(1, 4_000_000 // k)  # draws of at most ~32 MB at a time
+    for start in range(0, n_boot, step):
+        idx = rng.integers(0, k, size=(min(step, n_boot - start), k))
+        reps[start:start + len(idx)] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = percentile_interval(reps, level)
+    return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(v.size), "n_patients": k}
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, level: float, rng: np.random.Generator) -> dict[str, float]:
-    """Mean of a - b over images where both are finite, with a paired percentile bootstrap CI."""
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_boot: int, level: float, rng: np.random.Generator, clusters: np.ndarray | None = None
+) -> dict[str, float]:
+    """Mean of a - b over images where both are finite, with a paired percentile bootstrap CI
+    (over patients when ``clusters`` (N,) names each image's patient, as :func:`bootstrap_mean`)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired scores must have the same shape; got {a.shape} and {b.shape}")
     ok = np.isfinite(a) & np.isfinite(b)
-    return bootstrap_mean(a[ok] - b[ok], n_boot, level, rng)
+    return bootstrap_mean(a[ok] - b[ok], n_boot, level, rng, None if clusters is None else np.asarray(clusters)[ok])
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, block: int = 64) -> np.ndarray:

@@ -15,7 +15,7 @@ ignored); writes, in the run folder:
   ``model, method, weights (trained|random), image_id, label, pointing_game, energy_share,
   energy_ratio, area_share``;
 * ``explain/scores.csv``: the summaries below in long form
-  (``model, method, weights, class, score, mean, ci_low, ci_high, n``);
+  (``model, method, weights, class, score, mean, ci_low, ci_high, n, n_patients``: empty when patients are unknown);
 * ``explain.json``::
 
     {
@@ -31,7 +31,7 @@ ignored); writes, in the run folder:
           "accuracy_on_sample": float,
           "methods": {
             "<method>": {
-              "trained":      {"by_class": {class: {score: {mean, ci_low, ci_high, n}}},
+              "trained":      {"by_class": {class: {score: {mean, ci_low, ci_high, n[, n_patients]}}},
                                "all": {score: {...}}},       # pooled over lesion classes
               "random_twin":  same as "trained", or null when explain.sanity_check is off,
               "sanity": {"pointing_game_difference": {mean, ci_low, ci_high, n},   # trained - twin
@@ -86,7 +86,8 @@ DEFINITIONS = {
     "area_share": "mask area / image area",
     "map_rank_correlation": "Spearman correlation between the trained model's and the random twin's map of an image",
     "random_twin": "same architecture, random weights (Adebayo et al. 2018, model randomisation test)",
-    "ci": "percentile bootstrap over images",
+    "ci": "percentile bootstrap over patients (each drawn patient brings all its explained images) when every "
+    "explained image names its patient, else over images; ci_unit says which",
 }
 
 
@@ -101,11 +102,12 @@ class _Sample:
     image_ids: list[str]
     classes: list[str]
     lesion: list[int]  # classes with at least one mask
+    subjects: np.ndarray | None = None  # (N,) each image's patient, when every image names one
 
 
 def _sample(
     entries: list[ExplainModel], images: list[np.ndarray], labels: np.ndarray, masks: list[np.ndarray | None],
-    image_ids: list[str], cfg: Config, run_dir: Path,
+    image_ids: list[str], cfg: Config, run_dir: Path, subjects: list[str] | None = None,
 ) -> _Sample:
     """Check that the models share their classes and the inputs their length; drop empty masks."""
     if not entries:
@@ -116,14 +118,15 @@ def _sample(
             raise ModelError(f"{entry.name} was trained on classes {entry.classes}, {entries[0].name} on {classes}; explain models of one run only")
     labels = np.asarray(labels, dtype=int)
     n = len(images)
-    if not (len(labels) == len(masks) == len(image_ids) == n):
-        raise ValueError("images, labels, masks and image_ids must have the same length")
+    if not (len(labels) == len(masks) == len(image_ids) == n) or (subjects is not None and len(subjects) != n):
+        raise ValueError("images, labels, masks, image_ids (and subjects) must have the same length")
+    known = subjects is not None and all(str(x).strip() for x in subjects)
     lesion = sorted({int(labels[i]) for i in range(n) if masks[i] is not None and masks[i].any()})
     masks = [m if m is not None and m.any() else None for m in masks]
     # The pointing game's widened masks depend on the image only: computed once for all passes.
     tol = cfg.explain.pointing_tolerance
     zones = [None if m is None else sc.widen(m, tol * max(m.shape)) for m in masks]
-    return _Sample(images, labels, masks, zones, image_ids, classes, lesion)
+    return _Sample(images, labels, masks, zones, image_ids, classes, lesion, np.asarray(subjects, dtype=str) if known else None)
 
 
 def _header(sample: _Sample, methods: list[str], cfg: Config, ignored: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -142,6 +145,8 @@ def _header(sample: _Sample, methods: list[str], cfg: Config, ignored: list[dict
         "n_bootstrap": cfg.evaluate.n_bootstrap,
         "seed": seed,
         "pointing_tolerance": cfg.explain.pointing_tolerance,
+        "ci_unit": "patients" if sample.subjects is not None else "images",
+        "n_patients": None if sample.subjects is None else int(np.unique(sample.subjects).size),
         "models": {},
         "panels": {},
         "ignored": list(ignored or []),
@@ -181,12 +186,13 @@ def _explain_model(
         model_out.update(target_layer=p.layer, grid=list(p.grid), accuracy_on_sample=accuracy)
         # One generator per (model, method): the twin's draws follow the trained model's.
         rng = np.random.default_rng([cfg.seed, 1])
-        trained = summarise(p.scores, labels, sample.classes, sample.lesion, cfg, rng)
+        trained = summarise(p.scores, labels, sample.classes, sample.lesion, cfg, rng, sample.subjects)
         out: dict[str, Any] = {"trained": trained, "random_twin": None, "sanity": None, "seconds": {"trained": p.seconds}}
         rows += _per_image_rows(entry.name, method, "trained", p, sample)
         if twin_model is not None:
             q = cam_pass(twin_model, entry, method, images, labels, masks, zones, cfg, p.layer, f"explain {entry.name} {method} (random twin)")
-            twin, sanity = twin_comparison(entry.name, method, p, q, trained, labels, sample.classes, sample.lesion, cfg, rng)
+            twin, sanity = twin_comparison(entry.name, method, p, q, trained, labels, sample.classes, sample.lesion, cfg, rng,
+                                           sample.subjects)
             out.update(random_twin=twin, sanity=sanity)
             out["seconds"]["random_twin"] = q.seconds
             rows += _per_image_rows(entry.name, method, "random", q, sample)
@@ -218,15 +224,17 @@ def explain_models(
     cfg: Config,
     run_dir: str | Path,
     ignored: list[dict[str, Any]] | None = None,
+    subjects: list[str] | None = None,
 ) -> dict[str, Any]:
     """The stage's work on loaded models and images; writes explain.json and explain/ under ``run_dir``.
 
     images: list of (H, W) float32 in [0, 1]; labels (N,) class indices into ``entries[i].classes``;
-    masks: (H, W) bool or None per image; ignored: trained folders left out, for explain.json.
+    masks: (H, W) bool or None per image; ignored: trained folders left out, for explain.json;
+    subjects: each image's patient (intervals over patients when every image names one).
     """
     run_dir = Path(run_dir)
     methods = check_methods(cfg.explain.methods)
-    sample = _sample(entries, images, labels, masks, image_ids, cfg, run_dir)
+    sample = _sample(entries, images, labels, masks, image_ids, cfg, run_dir, subjects)
     result = _header(sample, methods, cfg, ignored)
     per_image: list[dict[str, Any]] = []
     passes: dict[tuple[str, str], CamPass] = {}
@@ -237,7 +245,7 @@ def explain_models(
         per_image += rows
     result["panels"] = write_panels(entries, passes, methods, sample.images, sample.labels, sample.masks, sample.image_ids, cfg, run_dir)
     fileio.write_csv(run_dir / "explain" / "scores.csv", _score_rows(result["models"]),
-                   ["model", "method", "weights", "class", "score", "mean", "ci_low", "ci_high", "n"])
+                   ["model", "method", "weights", "class", "score", "mean", "ci_low", "ci_high", "n", "n_patients"])
     fileio.write_csv(run_dir / "explain" / "per_image.csv", per_image,
                    ["model", "method", "weights", "image_id", "label", *sc.SCORES, "area_share"])
     fileio.write_json(run_dir / "explain.json", result)
@@ -288,5 +296,5 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     entries = [load_model(name, d, cfg, device) for name, d in dirs]
-    images, labels, masks, ids = load_sample(cfg, run_dir, entries[0].classes)
-    return explain_models(entries, images, labels, masks, ids, cfg, run_dir, ignored=ignored)
+    images, labels, masks, ids, subjects = load_sample(cfg, run_dir, entries[0].classes)
+    return explain_models(entries, images, labels, masks, ids, cfg, run_dir, ignored=ignored, subjects=subjects)

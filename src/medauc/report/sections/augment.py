@@ -123,8 +123,10 @@ def augmentation_section(ctx: Context) -> None:
     if cd:
         ci = cd.get("ci") or [None, None]
         at = f", at the classifier's {cd['image_size']} px" if cd.get("image_size") else ""
+        # Run folders from before the patient-level interval have no "unit": theirs was over source images.
+        over = f"CI over {cd['n_units']} {cd['unit']}" if cd.get("unit") else "CI over source images"
         rows.append([f"(d) restored vs original healthy images told apart from image statistics (AUC{at})",
-                     fmt_ci(cd.get("auc"), ci[0], ci[1]), "0.5 = no detectable artefact; 1 = a signature a classifier can use"])
+                     fmt_ci(cd.get("auc"), ci[0], ci[1]), f"0.5 = no detectable artefact; 1 = a signature a classifier can use; {over}"])
     ce = checks.get("e_shortcut_flip")
     if ce:
         comp = ce.get("comparison") or {}

@@ -26,8 +26,11 @@ def explain_section(ctx: Context) -> None:
             rows.append([model, method] + [fmt_est(d.get(k), 3) for k in ("pointing_game",) for d in (tr, tw)]
                         + [fmt_est(d.get(k), 3) for k in ("energy_ratio",) for d in (tr, tw)] + [sanity.get("verdict", "n/a")])
             out.append({"model": model, "method": method, "trained": tr, "random_twin": tw, "verdict": sanity.get("verdict")})
+    # Run folders from before patient-level intervals have no ci_unit: theirs resampled images.
+    unit = (f"over {ex['n_patients']} patients" if ex.get("ci_unit") == "patients" and ex.get("n_patients")
+            else "over images (no patient ids known)")
     doc.table(["model", "method", "pointing game", "… random twin", "energy ratio", "… random twin", "verdict"], rows,
-              "Localisation against lesion masks, pooled over tumour classes (mean, 95% bootstrap CI)")
+              f"Localisation against lesion masks, pooled over tumour classes (mean, 95% bootstrap CI {unit})")
     by_class_rows = []
     for model, m in ex.get("models", {}).items():
         for method, mm in m.get("methods", {}).items():
