@@ -100,7 +100,10 @@ def study(phantom: Path, out: Path, medauc: str) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 1) + ").",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    marker = "\n## Growth of augment's checks"  # --growth's section is kept
+    old = RESULTS.read_text() if RESULTS.is_file() else ""
+    kept = marker + old.split(marker, 1)[1] if marker in old else ""
+    RESULTS.write_text("\n".join(lines) + "\n" + kept)
     print(RESULTS.read_text())
 
 

@@ -158,3 +158,14 @@ def test_the_noise_level_reaches_the_unet_as_an_input_channel():
         same = [blind(x, torch.full((3,), s)) for s in (0.1, 0.4)]
     assert (unit[0] - unit[1]).abs().max() > 1e-3
     assert torch.equal(same[0], same[1])
+
+
+def test_restore_batch_bounds_pixels_and_keeps_the_result():
+    from medauc.augment.denoiser import build_denoiser, restore_batch
+
+    assert restore_batch(64) == 64 and restore_batch(224) == 16 and restore_batch(2048) == 1
+    torch.manual_seed(0)
+    model = build_denoiser(AugmentConfig(channels=(4, 8)))
+    noisy = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
+    sig = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(restore(model, noisy, sig, batch_size=2), restore(model, noisy, sig), atol=1e-6)

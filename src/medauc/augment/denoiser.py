@@ -95,11 +95,24 @@ def build_denoiser(acfg: AugmentConfig) -> Denoiser:
     return Denoiser(acfg.channels, acfg.num_res_units, acfg.noise_level_input, acfg.noise_scaled_output)
 
 
+RESTORE_PIXELS = 16 * 224 * 224  # pixels per inference batch: the U-Net's activations (~50 MB a 224-px image) stay near 1 GB
+
+
+def restore_batch(size: int, cap: int = 64) -> int:
+    """Images per inference batch at ``size`` px: 64 at the demo's 64 px, 16 at the study's 224 px."""
+    return max(1, min(cap, RESTORE_PIXELS // (size * size)))
+
+
 @torch.no_grad()
-def restore(model: torch.nn.Module, noisy: np.ndarray, sigmas: np.ndarray | float, batch_size: int = 64) -> np.ndarray:
-    """Run the denoiser: noisy (N, H, W) in [0, 1], sigmas scalar or (N,) -> restored (N, H, W) float32 in [0, 1]."""
+def restore(model: torch.nn.Module, noisy: np.ndarray, sigmas: np.ndarray | float, batch_size: int | None = None) -> np.ndarray:
+    """Run the denoiser: noisy (N, H, W) in [0, 1], sigmas scalar or (N,) -> restored (N, H, W) float32 in [0, 1].
+
+    ``batch_size`` None: :func:`restore_batch` of the image size (each image is restored on its own,
+    so the batch changes memory, not the result's meaning).
+    """
     model.eval()
     dev = next(model.parameters()).device
+    batch_size = batch_size or restore_batch(int(noisy.shape[-1]))
     sig = np.broadcast_to(np.asarray(sigmas, dtype=np.float32), (len(noisy),)).copy()
     out = np.empty(noisy.shape, dtype=np.float32)
     for start in range(0, len(noisy), batch_size):
@@ -109,7 +122,7 @@ def restore(model: torch.nn.Module, noisy: np.ndarray, sigmas: np.ndarray | floa
     return out
 
 
-def model_restore_fn(model: torch.nn.Module, batch_size: int = 64) -> RestoreFn:
+def model_restore_fn(model: torch.nn.Module, batch_size: int | None = None) -> RestoreFn:
     """A :data:`RestoreFn` that runs ``model`` with each image's sigma."""
     return lambda noisy, sigmas: restore(model, noisy, sigmas, batch_size)
 
