@@ -217,3 +217,47 @@ def test_a_moved_run_folder_skips_finished_stages_and_reads_its_own_generated_im
         for name in ("manifest.csv", "old.csv"):
             assert read_manifest(copy / inner / name)["path"].tolist() == [
                 str(finished / "data" / "healthy" / "1.png"), str(copy / inner / "generated" / "healthy" / "g.png")]
+
+
+def test_an_old_folder_with_absolute_paths_is_rewritten_relative_and_nothing_is_recomputed(
+    run, finished, tmp_path, capsys, monkeypatch
+):
+    """Issue 27 item 3: manifests written before paths were relative are read and rewritten; the
+    finished stages stay finished (their keys hold the old manifest's sha256, through an alias)."""
+    from medauc import records, relocate
+    from medauc.relocate import aliases
+
+    # An old folder whose images live inside it (as DICOM/NIfTI conversions do), its manifest absolute.
+    df = pd.read_csv(run / "manifest.csv", dtype=str, keep_default_na=False)
+    for i, p in enumerate(df["path"]):
+        inside = run / "images" / Path(p).parent.name / Path(p).name
+        inside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, inside)
+        df.loc[i, "path"] = str(inside)
+    df.to_csv(run / "manifest.csv", index=False)  # as written before: absolute
+    rec = stage_record(run, "prepare")
+    records.mark_stage(run, "prepare", rec["key"], files=[run / "manifest.csv", run / "data_audit.json"],
+                       **{k: rec[k] for k in ("settings", "upstream", "options") if k in rec})
+    with monkeypatch.context() as m:  # the code before the rewrite existed: keys from the absolute manifest
+        m.setattr(relocate, "rewrite_manifests", lambda run_dir: [])
+        assert main("train", "--force", "--out", str(run)) == 0
+        assert main("evaluate", "--force", "--out", str(run)) == 0
+    assert Path(pd.read_csv(run / "manifest.csv")["path"][0]).is_absolute()
+    model = (run / "train" / "test_resnet" / "0" / "best.safetensors").read_bytes()
+
+    moved = tmp_path / "moved" / "run"
+    shutil.move(str(run), str(moved))
+    capsys.readouterr()
+    assert main("train", "--out", str(moved)) == 0
+    assert main("evaluate", "--out", str(moved)) == 0
+    out = capsys.readouterr().out
+    assert "train: up to date" in out and "evaluate: up to date" in out, out
+    written = pd.read_csv(moved / "manifest.csv")["path"]
+    assert all(p.startswith("images/") for p in written), written.tolist()  # rewritten relative, not only mapped
+    assert len(aliases(moved)) == 1
+    assert (moved / "train" / "test_resnet" / "0" / "best.safetensors").read_bytes() == model
+    assert cli.main(["report", "--out", str(moved)]) == 0
+    # The alias covers exactly the rewritten file: an edit afterwards is still a change.
+    _truncate(moved / "manifest.csv")
+    assert main("train", "--out", str(moved)) == 2
+    assert "manifest.csv" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from medauc import fileio
 from medauc.config import Config, config_hash, to_dict, without_later_defaults
+from medauc.relocate import key_sha256
 
 if TYPE_CHECKING:
     from medauc.stages import Stage
@@ -71,9 +72,9 @@ def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict
     for pattern in patterns:
         for f in _fill(pattern, cfg):
             if _is_glob(f):
-                out.update({str(p.relative_to(run_dir)): fileio.file_sha256(p) for p in sorted(run_dir.glob(f)) if p.is_file()})
+                out.update({str(p.relative_to(run_dir)): key_sha256(run_dir, p) for p in sorted(run_dir.glob(f)) if p.is_file()})
             else:
-                out[f] = fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None
+                out[f] = key_sha256(run_dir, run_dir / f) if (run_dir / f).is_file() else None
     return out
 
 
@@ -115,7 +116,7 @@ def stage_key(stage: Stage, cfg: Config, run_dir: Path, options: dict[str, Any] 
     patterns = tuple(f for f in stage.inputs if _is_glob(f) or "{" in f)
     for f in stage.inputs:
         if f not in patterns:
-            parts.append(fileio.file_sha256(run_dir / f) if (run_dir / f).is_file() else None)
+            parts.append(key_sha256(run_dir, run_dir / f) if (run_dir / f).is_file() else None)
     if patterns:
         parts.append(_input_hashes(patterns, cfg, run_dir))
     return config_hash(*parts)

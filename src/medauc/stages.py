@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medauc import fileio, lock, records
+from medauc import fileio, lock, records, relocate
 from medauc.config import Config
 from medauc.errors import RunFolderError
 from medauc.stage_keys import LATER, _function, describe, expand, report_code, settings_key, stage_key  # noqa: F401 (re-exported)
@@ -321,6 +321,8 @@ def run(name: str, cfg: Config, run_dir: str | os.PathLike[str], force: bool = F
         cfg = resolve_classes(cfg, run_dir)  # data.classes=[] means the classes prepare found
     main = _is_main()
     with lock.run_lock(run_dir) if main else contextlib.nullcontext():
+        if main:  # an old folder's absolute paths, made relative; finished stages keep their keys
+            relocate.rewrite_manifests(run_dir)
         check_needs(stage, cfg, run_dir, verified)
         if not stage.recorded:
             return _call(stage, cfg, run_dir, force, options)

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from medauc import fileio, records
+from medauc.relocate import key_sha256
 from medauc.classify import distributed as ddp
 from medauc.classify import parallel
 from medauc.classify.predict import predict_logits, predictions_frame
@@ -114,7 +115,7 @@ def train_stage(
     if cfg.model.weights and Path(cfg.model.weights).is_file() and len(models) > 1:
         raise ModelError(f"model.weights={cfg.model.weights} is one file but {len(models)} models are named; give a folder of <model name>.safetensors")
     df = read_manifest(manifest_path, required=IMAGE_COLUMNS)
-    manifest_sha = fileio.file_sha256(manifest_path)
+    manifest_sha = key_sha256(run_dir, manifest_path)  # as before a rewrite with relative paths (medauc.relocate)
     classes = data_classes(cfg, df)
     d = ddp.setup(cfg.train.device)
     if cfg.train.num_threads > 0:

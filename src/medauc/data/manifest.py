@@ -67,10 +67,22 @@ def _relative_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
 
 def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
     """Relative paths taken from the manifest's folder; an absolute path into another copy of this run folder
-    (``<old run>/augment/generated/...``, written before paths were relative) mapped into this one when it is there."""
+    (written before paths were relative) mapped into this one when the file is there.
+
+    The old run folder is the prefix of the path that is a run folder (the original of a copy) or is
+    gone (a moved folder); below a sub-folder's manifest (``augment/``) it must also hold that sub-folder.
+    A path into a data folder (which exists and is no run folder) is left as it is.
+    """
     folder = Path(os.path.abspath(manifest.parent))
     root = run_root(folder)
     inner = folder.relative_to(root).parts if root is not None else ()
+    old_root: dict[tuple[str, ...], bool] = {}
+
+    def was_run_folder(prefix: tuple[str, ...]) -> bool:
+        if prefix not in old_root:
+            p = Path(*prefix)
+            old_root[prefix] = run_root(p) == p if p.exists() else True
+        return old_root[prefix]
 
     def absolute(value: str) -> str:
         p = Path(value)
@@ -78,13 +90,18 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
             return value
         if not p.is_absolute():
             return os.path.normpath(folder / p) if (folder / p).exists() or not p.exists() else value
-        if not inner or root is None:
+        if root is None or _inside(p, root):
             return value
         parts = p.parts
-        starts = [i for i in range(len(parts) - len(inner)) if parts[i:i + len(inner)] == inner]
-        if starts and not _inside(Path(*parts[:starts[-1]]), root):
-            moved = root.joinpath(*parts[starts[-1]:])
-            return str(moved) if moved.exists() else value
+        for i in range(len(parts) - 1, 0, -1):  # the longest prefix first: the nearest old run folder
+            if inner and parts[i:i + len(inner)] != inner:
+                continue
+            if not inner and (i == len(parts) - 1 or not root.joinpath(parts[i]).is_dir()):
+                continue  # at the top: the rest starts with one of this run folder's folders (images/, phantom/)
+            if was_run_folder(parts[:i]):
+                moved = root.joinpath(*parts[i:])
+                if moved.exists():
+                    return str(moved)
         return value
 
     for col in [c for c in PATH_COLUMNS if c in df.columns]:

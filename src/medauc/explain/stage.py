@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from medauc import fileio
+from medauc.relocate import key_sha256
 from medauc.config import Config, config_hash
 from medauc.device import resolve_device
 from medauc.errors import ModelError
@@ -263,7 +264,7 @@ def _stage_key(cfg: Config, run_dir: Path, dirs: list[tuple[str, Path]]) -> str:
                 files.append((name, d.name, f.name, fileio.file_sha256(f)))
     return config_hash(
         cfg.explain, cfg.seed, cfg.evaluate.n_bootstrap, cfg.evaluate.level,
-        fileio.file_sha256(run_dir / "manifest.csv") if (run_dir / "manifest.csv").is_file() else "", files,
+        key_sha256(run_dir, run_dir / "manifest.csv") if (run_dir / "manifest.csv").is_file() else "", files,
     )
 
 

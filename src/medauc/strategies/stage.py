@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from medauc.progress import progress_bar
 
 from medauc import fileio, records
+from medauc.relocate import key_sha256
 from medauc.augment.generate import (
     append_rows, derived_rows, generation_plan, healthy_train, write_stream,
 )
@@ -81,7 +82,7 @@ def classic_augment(images: np.ndarray, generator: torch.Generator, max_degrees:
 def _seeds_done(run_dir: Path, cfg: Config, model: str, manifest_path: Path) -> bool:
     from medauc.classify.stage import safe_name, stage_key
 
-    sha = fileio.file_sha256(manifest_path)
+    sha = key_sha256(run_dir, manifest_path)
     return all(
         records.stage_is_done(run_dir, f"train/{safe_name(model)}/{seed}", stage_key(cfg, model, seed, sha))
         for seed in cfg.train.seeds
@@ -122,7 +123,7 @@ def strategy_inputs(
         write_manifest(path, append_rows(manifest, new))
         return plain, path, sdir
     if name == "classic":
-        key = config_hash("classic", cfg.augment.image_size, cfg.seed, n_gen, fileio.file_sha256(run_dir / "manifest.csv"))
+        key = config_hash("classic", cfg.augment.image_size, cfg.seed, n_gen, key_sha256(run_dir, run_dir / "manifest.csv"))
         if records.stage_is_done(run_dir, "strategies/classic_images", key) and path.is_file():
             return plain, path, sdir
         fileio.remove_tree(sdir / "generated")
