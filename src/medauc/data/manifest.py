@@ -77,6 +77,7 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
     root = run_root(folder)
     inner = folder.relative_to(root).parts if root is not None else ()
     old_root: dict[tuple[str, ...], bool] = {}
+    inside = tuple(os.path.join(r, "") for r in {os.path.abspath(root), os.path.realpath(root)}) if root is not None else ()
 
     def was_run_folder(prefix: tuple[str, ...]) -> bool:
         if prefix not in old_root:
@@ -84,25 +85,35 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
             old_root[prefix] = run_root(p) == p if p.exists() else True
         return old_root[prefix]
 
+    moved_dirs: dict[str, str | None] = {}
+
+    def moved_dir(head: str) -> str | None:
+        """This run folder's copy of the folder ``head`` of an old run folder, or None (decided once per folder)."""
+        if head not in moved_dirs:
+            parts, moved_dirs[head] = Path(head).parts, None
+            for i in range(len(parts), 0, -1):  # the longest prefix first: the nearest old run folder
+                if (inner and parts[i:i + len(inner)] != inner) or not was_run_folder(parts[:i]):
+                    continue
+                if not inner and (i == len(parts) or not root.joinpath(parts[i]).is_dir()):
+                    continue  # at the top: the rest starts with one of this run folder's folders (images/, phantom/)
+                if root.joinpath(*parts[i:]).is_dir():
+                    moved_dirs[head] = str(root.joinpath(*parts[i:]))
+                    break
+        return moved_dirs[head]
+
     def absolute(value: str) -> str:
-        p = Path(value)
         if not value:
             return value
-        if not p.is_absolute():
+        if not os.path.isabs(value):
+            p = Path(value)
             return os.path.normpath(folder / p) if (folder / p).exists() or not p.exists() else value
-        if root is None or _inside(p, root):
+        norm = os.path.normpath(value)
+        if root is None or norm.startswith(inside):
             return value
-        parts = p.parts
-        for i in range(len(parts) - 1, 0, -1):  # the longest prefix first: the nearest old run folder
-            if inner and parts[i:i + len(inner)] != inner:
-                continue
-            if not inner and (i == len(parts) - 1 or not root.joinpath(parts[i]).is_dir()):
-                continue  # at the top: the rest starts with one of this run folder's folders (images/, phantom/)
-            if was_run_folder(parts[:i]):
-                moved = root.joinpath(*parts[i:])
-                if moved.exists():
-                    return str(moved)
-        return value
+        head, name = os.path.split(norm)
+        target = moved_dir(head)
+        moved = os.path.join(target, name) if target is not None else None
+        return moved if moved is not None and os.path.exists(moved) else value
 
     for col in [c for c in PATH_COLUMNS if c in df.columns]:
         df[col] = [absolute(str(v)) for v in df[col]]
