@@ -72,8 +72,9 @@ def confusion_matrices(mats: dict[str, np.ndarray], classes: Sequence[str]) -> b
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.6 else "black")
-        ax.set_xticks(range(len(classes)), [c[:5] for c in classes], fontsize=7, rotation=45)
-        ax.set_yticks(range(len(classes)), [c[:5] for c in classes], fontsize=7)
+        labels = [c if len(c) <= 12 else c[:11] + "…" for c in classes]  # "meningioma" whole; a long name shortened visibly
+        ax.set_xticks(range(len(classes)), labels, fontsize=7, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(classes)), labels, fontsize=7)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
