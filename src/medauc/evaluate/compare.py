@@ -24,7 +24,7 @@ from medauc.errors import EvaluationError, UndefinedMetricWarning
 from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN, bootstrap_many, estimate_cell, undefined_share
 from medauc.evaluate.decision import decision_analysis
 from medauc.evaluate.metrics import DEFINITIONS, LOWER_IS_BETTER, MetricEngine, point_metrics
-from medauc.evaluate.operating import choose_threshold
+from medauc.evaluate.operating import choose_threshold, threshold_definition
 from medauc.evaluate.paired import MIN_CASES, PRIMARY_METRICS, Entry, paired_comparisons, resampling_unit
 from medauc.evaluate.predictions import Predictions, read_predictions
 from medauc.evaluate.prevalence import prevalence_table
@@ -250,7 +250,7 @@ def evaluate_predictions(
         out_models[m]["summary"] = summaries[m]
     decision = _decision(entries, cfg)
     definitions = dict(DEFINITIONS)
-    definitions["operating_threshold"] = _threshold_definition(ev.threshold_rule, ev.target_sensitivity)
+    definitions["operating_threshold"] = threshold_definition(ev.threshold_rule, ev.target_sensitivity)
     if ref.subject is not None:
         definitions["interval"] = (
             "Percentile interval of a patient (cluster) bootstrap: patients resampled with replacement within groups of "
@@ -315,16 +315,6 @@ def evaluate_predictions(
         "comparisons": comparisons,
         "decision": decision,
     }
-
-
-def _threshold_definition(rule: str, target: float) -> str:
-    how = (f"the largest threshold whose validation sensitivity reaches evaluate.target_sensitivity = {target:g}"
-           if rule == "sensitivity" else
-           "the threshold maximising Youden's J = sensitivity + specificity - 1 on validation (the largest of tied ones)")
-    return (f"The screening operating threshold (evaluate.threshold_rule = {rule}) is chosen on the validation split of each "
-            f"model and seed before the test set is read: {how}; a scan is positive when 1 - p(negative) is at or above it. "
-            "It is carried unchanged to the test set (and to any external set): op_* metrics and op_ppv@/op_npv@ are its "
-            "sensitivity, specificity and predictive values there.")
 
 
 def _decision(entries: list[Entry], cfg: Config) -> dict[str, Any]:

@@ -81,6 +81,17 @@ def choose_threshold(val: Predictions, rule: str = "sensitivity", target_sensiti
     }
 
 
+def threshold_definition(rule: str, target: float) -> str:
+    """The ``operating_threshold`` entry of ``metrics.json``'s definitions: how the threshold was chosen, in words."""
+    how = (f"the largest threshold whose validation sensitivity reaches evaluate.target_sensitivity = {target:g}"
+           if rule == "sensitivity" else
+           "the threshold maximising Youden's J = sensitivity + specificity - 1 on validation (the largest of tied ones)")
+    return (f"The screening operating threshold (evaluate.threshold_rule = {rule}) is chosen on the validation split of each "
+            f"model and seed before the test set is read: {how}; a scan is positive when 1 - p(negative) is at or above it. "
+            "It is carried unchanged to the test set (and to any external set): op_* metrics and op_ppv@/op_npv@ are its "
+            "sensitivity, specificity and predictive values there.")
+
+
 def _op_counts(pred: Predictions, threshold: float) -> np.ndarray:
     """(n, 2) indicator columns: true positive and false positive at ``threshold``."""
     called = pred.screening_score >= threshold

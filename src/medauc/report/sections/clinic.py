@@ -172,6 +172,8 @@ def decision_section(ctx: Context, metrics: dict[str, Any]) -> None:
         if not c:
             return "n/a"
         scale = {k: (c.get(k) * PER if c.get(k) is not None else None) for k in ("value", "low", "high")}
+        if scale["low"] is not None and scale["low"] == scale["high"]:
+            return fmt(scale["value"], 1)  # a constant (treat all at a fixed prevalence): no interval to show
         return fmt_ci(scale["value"], scale["low"], scale["high"], 1)
 
     rows = []
