@@ -49,13 +49,11 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: s
     """Line plot of named (x, y) series: ROC, PR or reliability curves. ``points``: {series name: (x, y)}
     marked on that series' curve in its colour (an operating point), described once by ``points_label``."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    labelled = False
-    for name, (x, y) in series.items():
-        (line,) = ax.plot(x, y, lw=1.5, label=name)
-        if points and name in points and all(np.isfinite(points[name])):
-            ax.plot(*points[name], marker="o", ms=7, mfc="white", mec=line.get_color(), mew=2, ls="none",
-                    label=None if labelled else points_label, zorder=5)
-            labelled = True
+    colour = {name: ax.plot(x, y, lw=1.5, label=name)[0].get_color() for name, (x, y) in series.items()}
+    marked = [n for n in series if points and n in points and all(np.isfinite(points[n]))]
+    for i, name in enumerate(marked):  # after every curve, so the legend lists the marker last
+        ax.plot(*(points or {})[name], marker="o", ms=7, mfc="white", mec=colour[name], mew=2, ls="none",
+                label=points_label if i == 0 else None, zorder=5)
     if diagonal:
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set_xlabel(xlabel)

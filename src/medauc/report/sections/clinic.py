@@ -124,23 +124,28 @@ def _prevalence_label(key: str, own: float | None, name: str = "test set") -> st
     return f"{name} (prevalence {fmt(own, 2)})" if key == "set" else f"prevalence {float(key):g}"
 
 
-def decision_section(ctx: Context, metrics: dict[str, Any]) -> None:
-    """Decision curves (one panel per prevalence) and the net-benefit table at a few thresholds."""
+def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decision", set_label: str = "test set") -> None:
+    """Decision curves (one panel per prevalence) and the net-benefit table at a few thresholds of one set.
+
+    ``name``: the files :func:`medauc.evaluate.command.write_decision` wrote (``<name>.json``,
+    ``<name>_curves.csv``); ``set_label``: what the set is called ("test set", an external site's name).
+    Its results go to ``results[name]``."""
     doc = ctx.doc
-    doc.h("Decision curve analysis", 3)
-    dec = ctx.json("decision.json")
-    curves_path = ctx.path("decision_curves.csv")
+    doc.h("Decision curve analysis" + ("" if set_label == "test set" else f": {set_label}"), 3)
+    dec = ctx.json(f"{name}.json")
+    curves_path = ctx.path(f"{name}_curves.csv")
     if not dec or not curves_path.is_file():
-        ctx.missing("decision curve analysis (decision.json)", "medauc evaluate --force")
+        ctx.missing(f"decision curve analysis ({name}.json)", "medauc evaluate --force")
         return
     seed = next(iter(dec["seeds"]))
     own = dec.get("prevalence_own")
-    doc.p("Would acting on the model do more good than harm? A clinician who acts (refers, images again) when the risk "
-          "exceeds a threshold probability pt accepts pt/(1 − pt) false positives per true positive; net benefit counts "
-          "true positives minus false positives weighted so, per scan (Vickers and Elkin 2006), here per "
-          f"{PER:,} scans. A model is useful at pt when its curve lies above both treat all (everyone is worked up) and "
-          "treat none (nobody is). At a clinical prevalence the true- and false-positive rates are reweighted to it and the "
-          "score is used as the risk as it is, uncalibrated to that population.")
+    if name == "decision":  # said once, above the test set's; an external set's follows it
+        doc.p("Would acting on the model do more good than harm? A clinician who acts (refers, images again) when the risk "
+              "exceeds a threshold probability pt accepts pt/(1 − pt) false positives per true positive; net benefit counts "
+              "true positives minus false positives weighted so, per scan (Vickers and Elkin 2006), here per "
+              f"{PER:,} scans. A model is useful at pt when its curve lies above both treat all (everyone is worked up) and "
+              "treat none (nobody is). At a clinical prevalence the true- and false-positive rates are reweighted to it and the "
+              "score is used as the risk as it is, uncalibrated to that population.")
     cur = pd.read_csv(curves_path)
     cur = cur[cur["seed"].astype(str) == str(seed)]
     panels = []
@@ -157,11 +162,12 @@ def decision_section(ctx: Context, metrics: dict[str, Any]) -> None:
         top = max(prev, float(np.nanmax([np.nanmax(y) for y in ys.values()]))) * 1.12
         low_data = float(np.nanmin([np.nanmin(y) for y in ys.values()]))
         low = max(min(low_data, -0.1 * top), -top)
-        panels.append({"title": _prevalence_label(key, own), "x": x, "models": ys, "treat_all": ta, "ylim": (low, top)})
+        panels.append({"title": _prevalence_label(key, own, set_label), "x": x, "models": ys, "treat_all": ta, "ylim": (low, top)})
     if panels:
         doc.figure(figures.decision_panels(panels, f"net benefit per {PER:,} scans"),
-                   "Decision curves of the screening score (test set, first seed): each model, treat all (dashed) and treat "
-                   "none (zero line); one panel per prevalence.", "decision_curves.png")
+                   f"Decision curves of the screening score ({set_label}, first seed): each model, treat all (dashed) and "
+                   "treat none (zero line); one panel per prevalence. A curve that drops to the axis's foot falls off it: "
+                   "net harm there.", f"{name}_curves.png")
     table = dec["seeds"][seed]["table"]
     keys = list(dict.fromkeys(r["prevalence"] for r in table))
     by = {(r["model"], r["prevalence"], r["threshold"]): r for r in table}
@@ -181,8 +187,8 @@ def decision_section(ctx: Context, metrics: dict[str, Any]) -> None:
         for m in models:
             rows.append([f"{t:g}", m] + [x for k in keys for x in (cell(by[(m, k, t)]["net_benefit"]), cell(by[(m, k, t)]["advantage"]))])
         rows.append([f"{t:g}", "treat all"] + [x for k in keys for x in (cell(by[(models[0], k, t)]["treat_all"]), "")])
-    header = ["pt", "strategy"] + [x for k in keys for x in (f"NB, {_prevalence_label(k, own)}", "vs best default")]
+    header = ["pt", "strategy"] + [x for k in keys for x in (f"NB, {_prevalence_label(k, own, set_label)}", "vs best default")]
     doc.table(header, rows, f"Net benefit per {PER:,} scans at a few threshold probabilities (evaluate.decision_thresholds; "
               f"first seed, 95% CI {ci_unit(metrics)}); vs best default = the model's net benefit minus the better of treat all "
-              "and treat none (above 0: the model helps). Files: decision.csv, decision_curves.csv (per scan)")
-    ctx.results["decision"] = {"seed": seed, "per": "scan", "table": table}
+              f"and treat none (above 0: the model helps). Files: {name}.csv, {name}_curves.csv (per scan)")
+    ctx.results[name] = {"seed": seed, "per": "scan", "table": table}
