@@ -156,3 +156,26 @@ def test_evaluate_stage_writes_the_decision_files(tmp_path):
     assert row["net_benefit"] == pytest.approx(net_benefit(test.positive, test.screening_score, [0.4])[0])
     metrics = json.loads((run / "metrics.json").read_text())
     assert "net_benefit" in metrics["definitions"] and "operating_threshold" in metrics["definitions"]
+
+
+def test_report_draws_a_set_without_positives(tmp_path):
+    # An external site of healthy scans only: net benefit at a clinical prevalence is undefined (no
+    # sensitivity), the report still draws the set's own panel and does not fail.
+    from medauc.evaluate.command import write_decision
+    from medauc.runs import open_run
+
+    cfg = load_config("smoke")
+    run = open_run(tmp_path / "run", cfg)
+    pos = np.zeros(12, dtype=bool)
+    score = np.linspace(0.05, 0.6, 12)
+    preds = {"a": _pred(pos, score), "b": _pred(pos, score[::-1].copy())}
+    write_decision(run, {"0": decision_analysis(preds, (0.01,), (0.1, 0.3), n_bootstrap=20)}, name="decision")
+    write_decision(run, {"0": decision_analysis(preds, (0.01,), (0.1, 0.3), n_bootstrap=20)}, name="decision_site")
+    from medauc.report.context import Context
+    from medauc.report.document import Document
+    from medauc.report.sections.clinic import decision_section
+
+    ctx = Context(cfg=cfg, run_dir=run, doc=Document("t"), results={})
+    decision_section(ctx, {"unit": "images"}, name="decision_site", set_label="site B")
+    assert ctx.results["decision_site"]["table"]
+    assert [f.name for f in ctx.doc.figures()] == ["decision_site_curves.png"]

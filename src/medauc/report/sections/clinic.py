@@ -158,9 +158,14 @@ def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decisio
         x = first["threshold"].to_numpy()
         ys = {m: g["net_benefit"].to_numpy() * PER for m, g in models.items()}
         ta = first["treat_all"].to_numpy() * PER
+        finite = np.concatenate([y[np.isfinite(y)] for y in ys.values()])
+        if finite.size == 0:  # undefined throughout (a set without positives, at a clinical prevalence)
+            continue
         prev = (own if key == "set" else float(key)) * PER
-        top = max(prev, float(np.nanmax([np.nanmax(y) for y in ys.values()]))) * 1.12
-        low_data = float(np.nanmin([np.nanmin(y) for y in ys.values()]))
+        low_data = float(finite.min())
+        top = max(prev, float(finite.max())) * 1.12
+        if top <= 0:  # no positives in the set: nothing to gain, show how much is lost
+            top = max(0.1 * abs(low_data), 1.0)
         low = max(min(low_data, -0.1 * top), -top)
         panels.append({"title": _prevalence_label(key, own, set_label), "x": x, "models": ys, "treat_all": ta, "ylim": (low, top)})
     if panels:
