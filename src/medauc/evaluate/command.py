@@ -156,7 +156,7 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     curves = run_dir / "curves"
     if curves.exists():
         shutil.rmtree(curves)  # stale curves of models no longer in the run must not linger
-    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True)
+    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True, decision=True)
     comparisons = result.pop("comparisons")
     write_decision(run_dir, result.pop("decision"))
     for model in result["models"].values():

@@ -198,13 +198,15 @@ def evaluate_predictions(
     curves_dir: str | Path | None = None,
     progress: bool = False,
     check_classes: bool = True,
+    decision: bool = False,
 ) -> dict[str, Any]:
     """Evaluate test predictions files ``{model: {seed: path}}`` with bootstrap CIs and paired comparisons.
 
     ``val_files`` (same layout) give the operating point; ``curves_dir`` (optional) receives
     ``<model>/<seed>/{roc,pr,calibration}.csv``. Returns the ``metrics.json`` layout plus
     ``"comparisons"`` (rows of ``comparisons.csv``). Classes must equal ``cfg.data.classes`` as
-    a set when ``check_classes``.
+    a set when ``check_classes``. ``decision``: add ``"decision"``, the decision curve analysis of every
+    seed (``{seed: decision_analysis(...)}``, :mod:`medauc.evaluate.decision`).
     """
     ev = cfg.evaluate
     if not (0.0 < ev.level < 1.0):
@@ -248,7 +250,7 @@ def evaluate_predictions(
     summaries = {m: _summary(entries, m) for m in models}
     for m in models:
         out_models[m]["summary"] = summaries[m]
-    decision = _decision(entries, cfg)
+    decisions = _decision(entries, cfg) if decision else None
     definitions = dict(DEFINITIONS)
     definitions["operating_threshold"] = threshold_definition(ev.threshold_rule, ev.target_sensitivity)
     if ref.subject is not None:
@@ -313,7 +315,7 @@ def evaluate_predictions(
         "primary_metric": ev.primary_metric,
         "question_1": question_one(summaries, comparisons, models, ev.primary_metric, ev.level),
         "comparisons": comparisons,
-        "decision": decision,
+        **({"decision": decisions} if decisions is not None else {}),
     }
 
 
