@@ -110,7 +110,7 @@ def operating_section(ctx: Context, metrics: dict[str, Any]) -> None:
         doc.p("No operating threshold: the run has no validation predictions (predictions/<model>/<seed>/val.csv).", "note")
         return
     doc.p("The screening threshold is chosen on each model's validation split before the test set is read "
-          f"(evaluate.threshold_rule = {ctx.cfg.evaluate.threshold_rule}) and carried unchanged to the test set: a scan is "
+          f"(evaluate.threshold_rule = {', '.join(dict.fromkeys(r.get('threshold_rule', 'sensitivity') for r in out))}) and carried unchanged to the test set: a scan is "
           "called positive when 1 − p(negative class) is at or above it. The test numbers below are what the threshold "
           "gives on new patients; PPV and NPV at the clinical prevalences are in the next table.")
     doc.table(["model", "rule", "threshold", "val. sens.", "val. spec.", "test sensitivity", "test specificity",
