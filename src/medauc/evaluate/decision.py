@@ -161,6 +161,7 @@ def decision_table(
                 prev = own[:, None] if p is None else np.full((W.shape[0], 1), p)
                 ta = prev - (1.0 - prev) * (t / (1.0 - t))[None, :]
                 adv = nb - np.maximum(ta, 0.0)
+                adv[np.abs(adv) < 1e-12] = 0.0  # the model calls everyone positive: it is treat all, exactly
                 for j, x in enumerate(t):
                     k = f"{_key(p)}|{x:g}"
                     out[f"nb|{k}"], out[f"all|{k}"], out[f"adv|{k}"] = nb[:, j], ta[:, j], adv[:, j]

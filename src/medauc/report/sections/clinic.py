@@ -182,7 +182,8 @@ def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decisio
     def cell(c: dict[str, Any] | None) -> str:
         if not c:
             return "n/a"
-        scale = {k: (c.get(k) * PER if c.get(k) is not None else None) for k in ("value", "low", "high")}
+        # rounded first, then + 0.0: a difference of float noise (-1e-16) reads 0.0, never -0.0
+        scale = {k: (float(np.round(c[k] * PER, 1)) + 0.0 if c.get(k) is not None else None) for k in ("value", "low", "high")}
         if scale["low"] is not None and scale["low"] == scale["high"]:
             return fmt(scale["value"], 1)  # a constant (treat all at a fixed prevalence): no interval to show
         return fmt_ci(scale["value"], scale["low"], scale["high"], 1)
