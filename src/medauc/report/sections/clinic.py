@@ -135,7 +135,11 @@ def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decisio
     dec = ctx.json(f"{name}.json")
     curves_path = ctx.path(f"{name}_curves.csv")
     if not dec or not curves_path.is_file():
-        ctx.missing(f"decision curve analysis ({name}.json)", "medauc evaluate --force")
+        # A run evaluated before decision curves existed keeps its evaluate record (same key): a missing
+        # metrics.json is what makes the stage run again, --force alone finds it up to date.
+        doc.p(f"No decision curve analysis ({name}.json) in this run folder: its evaluation predates it. Remove "
+              f"metrics.json and run `medauc evaluate --config {ctx.path('config.yaml')} --out {ctx.run_dir}` "
+              "(about a second; nothing is retrained).", "note")
         return
     seed = next(iter(dec["seeds"]))
     own = dec.get("prevalence_own")
