@@ -205,8 +205,9 @@ def test_keys_are_those_of_before_the_registry(tmp_path):
         cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level, sha)
     model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "names"}
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("jobs", "lr_by_model")}  # added later
+    evaluate = {k: v for k, v in to_dict(cfg.evaluate).items() if k not in ("threshold_rule", "decision_thresholds")}  # added later
     assert stages.stage_key(stages.get("strategies"), cfg, tmp_path) == config_hash(
-        cfg.augment, model, train, cfg.data.image_size, cfg.data.classes, cfg.evaluate, cfg.seed, sha, aug)
+        cfg.augment, model, train, cfg.data.image_size, cfg.data.classes, evaluate, cfg.seed, sha, aug)
 
 
 def test_configuring_a_model_without_predictions_changes_the_evaluate_key(tmp_path):
@@ -322,7 +323,8 @@ def test_every_evaluate_setting_changes_the_evaluate_key(tmp_path):
     write_text(tmp_path / "predictions" / "test_resnet" / "0" / "test.csv", "image_id,label\n")
     base = stages.stage_key(stages.get("evaluate"), cfg, tmp_path)
     other = {"n_bootstrap": 300, "level": 0.9, "prevalences": [0.001], "target_sensitivity": 0.95, "calibration_bins": 10,
-             "renormalise": False, "primary_metric": "screening_auc", "power": 0.9}
+             "renormalise": False, "primary_metric": "screening_auc", "power": 0.9,
+             "threshold_rule": "youden", "decision_thresholds": [0.1, 0.25]}
     fields = [f.name for f in dataclasses.fields(EvaluateConfig)]
     assert sorted(other) == sorted(fields), "give the new evaluate field a value to try here"
     for name, value in other.items():

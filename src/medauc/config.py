@@ -165,6 +165,8 @@ class EvaluateConfig(Frozen):
     level: float = 0.95  # confidence level of intervals and tests
     prevalences: tuple[float, ...] = (1e-4, 1e-2)  # clinical prevalences for PPV/NPV (the study planned 1 in 10,000)
     target_sensitivity: float = 0.99  # operating point: chosen on validation for at least this sensitivity
+    threshold_rule: str = "sensitivity"  # how the screening operating threshold is chosen on validation: "sensitivity" (at target_sensitivity) or "youden" (max sensitivity + specificity - 1); carried unchanged to test
+    decision_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)  # threshold probabilities at which the decision-curve table gives net benefit with CIs
     calibration_bins: int = 15  # equal-mass bins for ECE and reliability curves
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
     primary_metric: str = "auc_macro"  # the pre-specified primary analysis, its pairs one Holm family (questions 1 and 3): "auc_macro" or "screening_auc"

@@ -45,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment.lr_schedule": ("cosine", "constant"),
     "augment.strategies": ("balanced", "restoration", "duplicate", "classic", "weighted_loss"),
     "evaluate.primary_metric": ("auc_macro", "screening_auc"),
+    "evaluate.threshold_rule": ("sensitivity", "youden"),
     "explain.methods": ("gradcam", "gradcampp", "scorecam"),
     "report.formats": ("html", "md", "json"),
 }
@@ -205,6 +206,8 @@ RULES: dict[str, Check] = {
     "evaluate.level": between(0, 1),
     "evaluate.prevalences": each(between(0, 1), non_empty=False),
     "evaluate.target_sensitivity": between(0, 1, high_open=False),
+    "evaluate.threshold_rule": one_of("evaluate.threshold_rule"),
+    "evaluate.decision_thresholds": each(between(0, 1), unique=True),
     "evaluate.calibration_bins": at_least(1),
     "evaluate.primary_metric": one_of("evaluate.primary_metric"),
     "evaluate.power": between(0, 1),

@@ -54,9 +54,11 @@ class Chosen:
         if self.threshold is None or not op:
             return ("no screening threshold: this run has no operating point (run `medauc evaluate` on it); "
                     "predictions carry the screening score without a decision")
+        how = ("the threshold maximising Youden's J (sensitivity + specificity - 1) on validation"
+               if op.get("threshold_rule") == "youden" else
+               f"the largest threshold whose validation sensitivity reaches evaluate.target_sensitivity={op.get('target_sensitivity')}")
         return (f"screening threshold {self.threshold:.6g} on 1 - p({self.negative_class}): the run's configured operating "
-                f"point, the largest threshold whose validation sensitivity reaches evaluate.target_sensitivity="
-                f"{op.get('target_sensitivity')} (validation sensitivity {_num(op.get('val_sensitivity'))}, "
+                f"point, {how} (validation sensitivity {_num(op.get('val_sensitivity'))}, "
                 f"specificity {_num(op.get('val_specificity'))}); positive when the score is at or above it")
 
 

@@ -20,8 +20,10 @@ there are listed as ignored. Nothing else: no model, no GPU.
             metrics: {metric: {value, low, high, undefined_share}}  # every metric with its bootstrap CI and
                                  # the share of resamples where it is undefined (left out of the CI)
             confusion_matrix: {rows, columns, classes, counts (K x K)}
-            operating_point: {threshold, target_sensitivity, val_sensitivity, val_specificity,
-                              val_file, rule} or null (no val.csv)
+            operating_point: {threshold, threshold_rule, target_sensitivity, val_sensitivity,
+                              val_specificity, val_youden_j, val_file, rule} or null (no val.csv);
+                              chosen on val.csv alone (evaluate.threshold_rule), see
+                              :mod:`medauc.evaluate.operating`
             prevalence: [{prevalence, source, ppv, npv, auprc[, op_ppv, op_npv]}: {value, low, high, undefined_share}]
             curves: {roc, pr, calibration}: paths of CSVs under curves/<model>/<seed>/
         }},
@@ -45,6 +47,18 @@ family of ``family_size`` assessable tests) (difference = a - b; see :mod:`medau
 comparison that cannot be trusted on these data (too few images in a class, an undefined metric,
 a zero standard error or a zero-width interval) has an empty ``significant`` and ``p_holm`` and a
 ``note`` saying why.
+
+``decision.json`` (``"schema": "medauc.decision/1"``), ``decision.csv``, ``decision_curves.csv``: decision
+curve analysis of the screening view on the test set (:mod:`medauc.evaluate.decision`)::
+
+    prevalence_own, prevalences, table_thresholds, level, n_bootstrap, unit
+    seeds: {seed: {table: [{model, prevalence ("set": the test set's own, else the value), threshold,
+                            net_benefit, treat_all, advantage: {value, low, high, undefined_share}}]}}
+
+``decision.csv`` holds the same table flat (``seed, model, prevalence, threshold, net_benefit,
+net_benefit_low, net_benefit_high, treat_all..., advantage...``); ``decision_curves.csv`` the figure's
+curves at thresholds 0.01 to 0.99 (``seed, model, prevalence, threshold, net_benefit, treat_all,
+treat_none``). Net benefit is in net true positives per scan.
 
 ``curves/<model>/<seed>/``: ``roc.csv`` (curve, threshold, fpr, tpr), ``pr.csv`` (curve,
 threshold, recall, precision), ``calibration.csv`` (curve, bin, count, mean_predicted, observed);
@@ -142,8 +156,9 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     curves = run_dir / "curves"
     if curves.exists():
         shutil.rmtree(curves)  # stale curves of models no longer in the run must not linger
-    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True)
+    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True, decision=True)
     comparisons = result.pop("comparisons")
+    write_decision(run_dir, result.pop("decision"))
     for model in result["models"].values():
         for seed in model["seeds"].values():
             seed["curves"] = {k: str(Path(v).relative_to(run_dir)) for k, v in seed.get("curves", {}).items()}
@@ -153,6 +168,33 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     fileio.write_json(run_dir / "metrics.json", result)
     log.info("evaluate: %s", result["question_1"]["answer"])
     return fileio.read_json(run_dir / "metrics.json")
+
+
+def write_decision(folder: str | Path, decision: dict[str, Any], name: str = "decision") -> dict[str, str]:
+    """Write one set's decision curve analysis (``{seed: decision_analysis(...)}``) into ``folder``:
+    ``<name>.json`` (settings and the table with CIs), ``<name>.csv`` (the table, flat) and
+    ``<name>_curves.csv`` (the figure's curves). ``name``: "decision" for the test set (another name
+    per external set). Returns the three paths."""
+    from medauc.evaluate.decision import TABLE_FIELDS, table_csv_rows
+
+    folder = Path(folder)
+    table_rows: list[dict[str, Any]] = []
+    curve_rows: list[dict[str, Any]] = []
+    for seed, analysis in decision.items():
+        table_rows += table_csv_rows(analysis["table"], seed)
+        curve_rows += [{"seed": seed, **r} for r in analysis["curve"]]
+    files = {"json": folder / f"{name}.json", "table": folder / f"{name}.csv", "curves": folder / f"{name}_curves.csv"}
+    fileio.write_csv(files["table"], table_rows, TABLE_FIELDS)
+    fileio.write_csv(files["curves"], curve_rows,
+                     ["seed", "model", "prevalence", "threshold", "net_benefit", "treat_all", "treat_none"])
+    first = next(iter(decision.values()), {})
+    fileio.write_json(files["json"], {
+        "schema": "medauc.decision/1",
+        **{k: first.get(k) for k in ("prevalence_own", "prevalences", "table_thresholds", "level", "n_bootstrap", "unit")},
+        "table_file": files["table"].name, "curves_file": files["curves"].name,
+        "seeds": {seed: {"table": a["table"]} for seed, a in decision.items()},
+    })
+    return {k: str(v) for k, v in files.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

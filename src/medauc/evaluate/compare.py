@@ -22,7 +22,9 @@ from medauc.answers import TIE, question_one
 from medauc.config import Config
 from medauc.errors import EvaluationError, UndefinedMetricWarning
 from medauc.evaluate.bootstrap import UNDEFINED_SHARE_WARN, bootstrap_many, estimate_cell, undefined_share
-from medauc.evaluate.metrics import DEFINITIONS, LOWER_IS_BETTER, MetricEngine, point_metrics, screening_threshold
+from medauc.evaluate.decision import decision_analysis
+from medauc.evaluate.metrics import DEFINITIONS, LOWER_IS_BETTER, MetricEngine, point_metrics
+from medauc.evaluate.operating import choose_threshold, threshold_definition
 from medauc.evaluate.paired import MIN_CASES, PRIMARY_METRICS, Entry, paired_comparisons, resampling_unit
 from medauc.evaluate.predictions import Predictions, read_predictions
 from medauc.evaluate.prevalence import prevalence_table
@@ -58,12 +60,8 @@ def _load(
             val_path = (val_files or {}).get(model, {}).get(seed)
             if val_path is not None:
                 val = read_predictions(val_path, cfg.data.negative_class, classes, ev.renormalise).with_classes(ref.classes)
-                t, vsens, vspec = screening_threshold(val, ev.target_sensitivity)
-                op = {
-                    "threshold": t, "target_sensitivity": ev.target_sensitivity,
-                    "val_sensitivity": vsens, "val_specificity": vspec, "val_file": str(val_path),
-                    "rule": "largest threshold on 1 - p(negative) with validation sensitivity >= target; positive if score >= threshold",
-                }
+                # chosen on validation only; the test file below is never consulted for it
+                op = {**choose_threshold(val, ev.threshold_rule, ev.target_sensitivity), "val_file": str(val_path)}
             engine = MetricEngine(test, op["threshold"] if op else None, ev.prevalences, ev.calibration_bins)
             entries.append(Entry(model, int(seed), test, engine, op))
     if not entries:
@@ -200,13 +198,15 @@ def evaluate_predictions(
     curves_dir: str | Path | None = None,
     progress: bool = False,
     check_classes: bool = True,
+    decision: bool = False,
 ) -> dict[str, Any]:
     """Evaluate test predictions files ``{model: {seed: path}}`` with bootstrap CIs and paired comparisons.
 
     ``val_files`` (same layout) give the operating point; ``curves_dir`` (optional) receives
     ``<model>/<seed>/{roc,pr,calibration}.csv``. Returns the ``metrics.json`` layout plus
     ``"comparisons"`` (rows of ``comparisons.csv``). Classes must equal ``cfg.data.classes`` as
-    a set when ``check_classes``.
+    a set when ``check_classes``. ``decision``: add ``"decision"``, the decision curve analysis of every
+    seed (``{seed: decision_analysis(...)}``, :mod:`medauc.evaluate.decision`).
     """
     ev = cfg.evaluate
     if not (0.0 < ev.level < 1.0):
@@ -250,7 +250,9 @@ def evaluate_predictions(
     summaries = {m: _summary(entries, m) for m in models}
     for m in models:
         out_models[m]["summary"] = summaries[m]
+    decisions = _decision(entries, cfg) if decision else None
     definitions = dict(DEFINITIONS)
+    definitions["operating_threshold"] = threshold_definition(ev.threshold_rule, ev.target_sensitivity)
     if ref.subject is not None:
         definitions["interval"] = (
             "Percentile interval of a patient (cluster) bootstrap: patients resampled with replacement within groups of "
@@ -313,7 +315,22 @@ def evaluate_predictions(
         "primary_metric": ev.primary_metric,
         "question_1": question_one(summaries, comparisons, models, ev.primary_metric, ev.level),
         "comparisons": comparisons,
+        **({"decision": decisions} if decisions is not None else {}),
     }
+
+
+def _decision(entries: list[Entry], cfg: Config) -> dict[str, Any]:
+    """Decision curve analysis of the test set (:mod:`medauc.evaluate.decision`), every model of each seed together.
+
+    ``{seed: decision_analysis(...)}``: the same resamples as the metrics (same seed, same test images).
+    """
+    ev = cfg.evaluate
+    seeds = sorted({e.seed for e in entries})
+    out: dict[str, Any] = {}
+    for seed in seeds:
+        preds = {e.model: e.test for e in entries if e.seed == seed}
+        out[str(seed)] = decision_analysis(preds, ev.prevalences, ev.decision_thresholds, ev.n_bootstrap, ev.level, cfg.seed)
+    return out
 
 
 def _patients_per_class(pred: Predictions) -> dict[str, int] | None:

@@ -1,5 +1,6 @@
 """Table 1, the classifiers: headline metrics, per-class AUC, paired comparisons, accuracy versus AUC,
-stability over seeds, curves, and predictive values at clinical prevalences."""
+stability over seeds, training curves, ROC and other curves, the operating threshold, predictive values at
+clinical prevalences, and decision curves (:mod:`medauc.report.sections.clinic`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from medauc.answers import first_seed as _first_seed
 from medauc.formatting import ci_unit, fmt, fmt_est, fmt_pct
 from medauc.report import figures
 from medauc.report.context import Context
+from medauc.report.sections.clinic import decision_section, operating_section, operating_xy, roc_per_class, training_section
 from medauc.report.tables import comparisons_table, metrics_table, undefined_note
 
 
@@ -83,8 +85,11 @@ def models_section(ctx: Context) -> None:
         doc.table(["metric", "A (better on average)", "B", "mean A", "mean B", "seeds where A > B"], rows,
                   f"How stable each ranking is over {n_seeds} seeds")
 
+    training_section(ctx, metrics)
     _curves(ctx, metrics)
+    operating_section(ctx, metrics)
     _prevalence(ctx, metrics)
+    decision_section(ctx, metrics)
     _model_cards(ctx)
 
 
@@ -111,14 +116,18 @@ def _read_curve(ctx: Context, rel: str, curve: str) -> pd.DataFrame | None:
 def _curves(ctx: Context, metrics: dict[str, Any]) -> None:
     doc = ctx.doc
     doc.h("Curves, confusion matrices and calibration", 3)
-    roc, pr, cal, mats = {}, {}, {}, {}
+    roc, pr, cal, mats, ops = {}, {}, {}, {}, {}
     for name, m in metrics["models"].items():
         _, s = _first_seed(m)
         paths = s.get("curves", {})
         auc = s["metrics"].get("screening_auc", {}).get("value")
         r = _read_curve(ctx, paths.get("roc", ""), "screening")
         if r is not None and len(r):
-            roc[f"{name} (AUC {fmt(auc, 3)})"] = (r["fpr"].to_numpy(), r["tpr"].to_numpy())
+            label = f"{name} (AUC {fmt(auc, 3)})"
+            roc[label] = (r["fpr"].to_numpy(), r["tpr"].to_numpy())
+            op = operating_xy(s)
+            if op is not None:
+                ops[label] = op
         q = _read_curve(ctx, paths.get("pr", ""), "screening")
         if q is not None and len(q):
             q = q.sort_values("recall")
@@ -130,8 +139,11 @@ def _curves(ctx: Context, metrics: dict[str, Any]) -> None:
         if cm:
             mats[name] = np.asarray(cm["counts"])
     if roc:
-        doc.figure(figures.curves(roc, "1 − specificity", "sensitivity", "Screening ROC (tumour vs healthy), test set", diagonal=True),
-                   "ROC curves of the screening score, first seed.", "roc_screening.png", 520)
+        doc.figure(figures.curves(roc, "1 − specificity", "sensitivity", "Screening ROC (tumour vs healthy), test set", diagonal=True,
+                                  points=ops, points_label="operating point (chosen on validation)"),
+                   "ROC curves of the screening score, first seed; circles: each model's operating point, the threshold "
+                   "chosen on validation applied to the test set.", "roc_screening.png", 520)
+        roc_per_class(ctx, metrics)
     if pr:
         prev = metrics.get("test_prevalence")
         doc.figure(figures.curves(pr, "recall (sensitivity)", "precision (PPV)", f"Screening precision-recall, test prevalence {fmt(prev, 3)}"),
