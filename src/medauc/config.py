@@ -79,6 +79,7 @@ class PhantomConfig(Frozen):
     lesion_contrast: float = 1.0  # scales each tumour's intensity difference from white matter (1 = as drawn)
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
     anatomy: str = "auto"  # "auto" (Colin27 if installed, else MNI152), "colin27", "mni152"
+    site: str = ""  # the virtual hospital: "" (the default), "b" (older 1.5 T scanner, older population) or "c" (3 T, younger); scanner and population only, same anatomy and class balance
     workers: int = 2  # processes used to generate
 
 
