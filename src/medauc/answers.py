@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from medauc.evaluate.metrics import LOWER_IS_BETTER
-from medauc.formatting import ci_unit, fmt, fmt_detectable, fmt_p
+from medauc.formatting import ci_unit, fmt, fmt_detectable, fmt_est, fmt_p
 
 # Differences this small are float rounding of equal values (e.g. means of the same counts).
 TIE = 1e-12
@@ -345,16 +345,60 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]]:
+    r = s["ranking"]
+    w, seed = r["winner"], r["seed"]
+    cell, change = (s["models"][w]["seeds"][seed][k].get(r["metric"], {}) for k in ("metrics", "change"))
+    vs = next((t for t in r["tests"] if t["other"] == r["site_best"]), None)
+    where = f"{name} ({s['n_images']} images{', ' + str(s['n_patients']) + ' patients' if s.get('n_patients') else ''})"
+    text = (f"at {where} {w} has {label} {fmt_est(cell, 3)}, a change of {fmt_est(change, 3)} from the internal test set, and "
+            + ("stays best" if r["holds"] else f"is not best: {r['site_best']} leads by {fmt(-vs['difference'] if vs else np.nan, 3)}"
+               + (f" [{fmt(-vs['ci_high'], 3)}, {fmt(-vs['ci_low'], 3)}], {'significant' if vs and vs['significant'] is True else 'not significant'}"
+                  f" ({vs['test']}, Holm p {fmt_p(vs['p_holm'])})" if vs else "")))
+    audit = s.get("audit") or {}
+    if audit.get("overlaps_training"):
+        text += f" (WARNING: this set {audit.get('text')}: no independent test)"
+    return text, {"site": name, "source": s["source"], "holds": r["holds"], "site_best": r["site_best"], "winner_value": cell,
+                  "change": change, "against_site_best": vs, "overlaps_training": bool(audit.get("overlaps_training"))}
+
+
+def question_five(external: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Does the internal winner by ``evaluate.primary_metric`` stay best on each external set? (``external.json``)."""
+    sites = external["sites"]
+    label = LABELS.get(external["primary_metric"], external["primary_metric"])
+    parts = [_site(name, s, label) for name, s in sites.items()]
+    winner = next(iter(sites.values()))["ranking"]["winner"] if sites else None
+    lost = [d["site"] for _, d in parts if not d["holds"]]
+    if not sites:
+        answer = "No external test set is configured (evaluate.external), so this run cannot say."
+    elif not lost:
+        answer = f"Yes: {winner}, best by {label} on the internal test set, is also best " + "; ".join(t for t, _ in parts) + "."
+    else:
+        answer = (f"No: {winner}, best by {label} on the internal test set, is not best at {', '.join(lost)}: "
+                  + "; ".join(t for t, _ in parts) + ".")
+    return {"metric": external["primary_metric"], "winner": winner, "holds_everywhere": bool(sites) and not lost,
+            "sites": [d for _, d in parts], "answer": answer}
+
+
+def external_answer(external: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Question 5 from ``external.json`` (None without it)."""
+    if not (external and external.get("question_5")):
+        return None
+    q = external["question_5"]
+    return {"text": f"5. Does the winner hold at another hospital? {q['answer']}", **{k: v for k, v in q.items() if k != "answer"}}
+
+
 def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None, strategies: dict[str, Any] | None,
                   checks: dict[str, Any] | None, explain: dict[str, Any] | None,
-                  primary_metric: str = "auc_macro", level: float = 0.95) -> dict[str, dict[str, Any]]:
+                  primary_metric: str = "auc_macro", level: float = 0.95,
+                  external: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The study's four answers, each a sentence and the numbers it rests on; a question whose files are
     missing is left out.
 
     ``metrics``: ``metrics.json``; ``comparisons``: ``comparisons.csv`` as read by :func:`pandas.read_csv`;
     ``strategies``: ``strategies.json``; ``checks``: the five image checks (``augment_checks.json`` with
     ``strategies.json``'s ``checks``); ``explain``: ``explain.json``; None where a file is missing.
-    ``primary_metric``, ``level``: ``evaluate.primary_metric`` and ``evaluate.level``.
+    ``primary_metric``, ``level``: ``evaluate.primary_metric`` and ``evaluate.level``; ``external``: ``external.json``.
 
     >>> explain = {"models": {"resnet18": {"methods": {"gradcam": {"sanity": {"verdict": "better"}}}},
     ...                       "vit": {"methods": {"gradcam": {"sanity": {"verdict": "same"}}}}}}
@@ -369,5 +413,6 @@ def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | No
         "q2_restoration": restoration(checks or {}, strategies or {}, level),
         "q3_best_by_auc": best_by_auc(metrics, comparisons, primary_metric, level),
         "q4_lesion": lesion(explain),
+        "q5_external": external_answer(external),
     }
     return {k: v for k, v in found.items() if v is not None}

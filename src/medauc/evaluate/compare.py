@@ -200,8 +200,12 @@ def evaluate_predictions(
     curves_dir: str | Path | None = None,
     progress: bool = False,
     check_classes: bool = True,
+    keep_entries: bool = False,
 ) -> dict[str, Any]:
     """Evaluate test predictions files ``{model: {seed: path}}`` with bootstrap CIs and paired comparisons.
+
+    ``keep_entries``: add ``"entries"``, the :class:`~medauc.evaluate.paired.Entry` of every model and seed (their
+    point values and bootstrap replicates), for the external sets' comparisons with this set (not JSON).
 
     ``val_files`` (same layout) give the operating point; ``curves_dir`` (optional) receives
     ``<model>/<seed>/{roc,pr,calibration}.csv``. Returns the ``metrics.json`` layout plus
@@ -313,6 +317,7 @@ def evaluate_predictions(
         "primary_metric": ev.primary_metric,
         "question_1": question_one(summaries, comparisons, models, ev.primary_metric, ev.level),
         "comparisons": comparisons,
+        **({"entries": entries} if keep_entries else {}),
     }
 
 
