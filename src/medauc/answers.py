@@ -345,6 +345,12 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _verdict(t: dict[str, Any]) -> str:
+    if isinstance(t.get("note"), str) and t["note"]:
+        return f"not assessable ({t['note']})"
+    return f"{'significant' if str(t.get('significant')) == 'True' else 'not significant'} ({t['test']}, {_fmt_p(t['p_holm'])} Holm)"
+
+
 def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]]:
     r = s["ranking"]
     w, seed = r["winner"], r["seed"]
@@ -353,8 +359,7 @@ def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]
     where = f"{name} ({s['n_images']} images{', ' + str(s['n_patients']) + ' patients' if s.get('n_patients') else ''})"
     text = (f"at {where} {w} has {label} {fmt_est(cell, 3)}, a change of {fmt_est(change, 3)} from the internal test set, and "
             + ("stays best" if r["holds"] else f"is not best: {r['site_best']} leads by {fmt(-vs['difference'] if vs else np.nan, 3)}"
-               + (f" [{fmt(-vs['ci_high'], 3)}, {fmt(-vs['ci_low'], 3)}], {'significant' if vs and vs['significant'] is True else 'not significant'}"
-                  f" ({vs['test']}, Holm p {fmt_p(vs['p_holm'])})" if vs else "")))
+               + (f" [{fmt(-vs['ci_high'], 3)}, {fmt(-vs['ci_low'], 3)}], " + _verdict(vs) if vs else "")))
     audit = s.get("audit") or {}
     if audit.get("overlaps_training"):
         text += f" (WARNING: this set {audit.get('text')}: no independent test)"
@@ -378,14 +383,6 @@ def question_five(external: dict[str, Any], metrics: dict[str, Any]) -> dict[str
                   + "; ".join(t for t, _ in parts) + ".")
     return {"metric": external["primary_metric"], "winner": winner, "holds_everywhere": bool(sites) and not lost,
             "sites": [d for _, d in parts], "answer": answer}
-
-
-def external_answer(external: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Question 5 from ``external.json`` (None without it)."""
-    if not (external and external.get("question_5")):
-        return None
-    q = external["question_5"]
-    return {"text": f"5. Does the winner hold at another hospital? {q['answer']}", **{k: v for k, v in q.items() if k != "answer"}}
 
 
 def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None, strategies: dict[str, Any] | None,
@@ -413,6 +410,7 @@ def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | No
         "q2_restoration": restoration(checks or {}, strategies or {}, level),
         "q3_best_by_auc": best_by_auc(metrics, comparisons, primary_metric, level),
         "q4_lesion": lesion(explain),
-        "q5_external": external_answer(external),
+        "q5_external": {"text": f"5. Does the winner hold at another hospital? {external['question_5']['answer']}",
+                        **{k: v for k, v in external["question_5"].items() if k != "answer"}} if external else None,
     }
     return {k: v for k, v in found.items() if v is not None}

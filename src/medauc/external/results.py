@@ -49,12 +49,15 @@ def calibration_fit(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
     """Weighted logistic recalibration of ``score`` (n,) in (0, 1) against ``positive`` (n,) bool, for every row
     of ``weights`` (B, n): intercept (B,) and slope (B,); nan where the fit does not converge (separation)."""
     x = np.log(np.clip(score, 1e-6, 1 - 1e-6) / (1 - np.clip(score, 1e-6, 1 - 1e-6)))
+    centre = float(x.mean())
+    x = x - centre  # centred, Newton's steps do not swing between the intercept and the slope
     y = positive.astype(np.float64)
     w = np.asarray(weights, dtype=np.float64)
-    a, b = np.zeros(len(w)), np.ones(len(w))
+    share = np.clip((w * y).sum(1) / np.maximum(w.sum(1), 1e-12), 1e-6, 1 - 1e-6)
+    a, b = np.log(share / (1 - share)), np.zeros(len(w))  # from the model without the score
     done = np.zeros(len(w), dtype=bool)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for _ in range(60):
+        for _ in range(100):
             p = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * x)))
             r, v = w * (y - p), w * p * (1 - p)
             g0, g1 = r.sum(1), (r * x).sum(1)
@@ -63,11 +66,11 @@ def calibration_fit(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
             d0 = np.clip((h11 * g0 - h01 * g1) / det, -MAX_STEP, MAX_STEP)
             d1 = np.clip((h00 * g1 - h01 * g0) / det, -MAX_STEP, MAX_STEP)
             a, b = a + np.where(done, 0, d0), b + np.where(done, 0, d1)
-            done |= (np.abs(d0) < 1e-9) & (np.abs(d1) < 1e-9)
+            done |= (np.abs(d0) < 1e-7 * (1 + np.abs(a))) & (np.abs(d1) < 1e-7 * (1 + np.abs(b)))
             if done.all():
                 break
     bad = ~done | ~np.isfinite(a) | ~np.isfinite(b) | (np.abs(b) > 50)
-    return np.where(bad, np.nan, a), np.where(bad, np.nan, b)
+    return np.where(bad, np.nan, a - b * centre), np.where(bad, np.nan, b)
 
 
 def calibration(e: Entry, n_bootstrap: int, seed: int, level: float) -> dict[str, Any]:

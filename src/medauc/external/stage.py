@@ -3,7 +3,7 @@ training data, and have every trained model (each of ``model.names`` and ``train
 once, with its own preprocessing.
 
 Writes, per set ``<name>`` of ``evaluate.external``: ``external/<name>/manifest.csv`` (split
-"external"; DICOM and NIfTI converted to PNGs in ``external/<name>/images/``, patients named by the
+"test": all of it; DICOM and NIfTI converted to PNGs in ``external/<name>/images/``, patients named by the
 run's salt, so a patient the run has seen is recognised), ``external/<name>/audit.json`` (shared
 images and patients, the statistics gap: :mod:`medauc.external.audit`) and
 ``predictions/<model>/<seed>/external-<name>.csv`` (the predictions contract, as ``test.csv``).
@@ -91,7 +91,7 @@ def read_set(cfg: Config, s: ExternalSet, run_dir: Path) -> tuple[Any, list[dict
     disc, medical = convert_medical(disc, dcfg, run_dir / "external" / s.name, cfg.data.workers, salt_dir=run_dir)
     disc.items, subject_source = assign_subjects(disc.items, root, disc.root, dcfg)
     items, ids, recs, unreadable = _read_all(disc, cfg.data.workers)
-    df = _manifest_frame(items, ids, recs, list(range(len(items))), ["external"] * len(items))
+    df = _manifest_frame(items, ids, recs, list(range(len(items))), ["test"] * len(items))  # all of it is test data
     if s.kind == "phantom" and "subject" in df.columns:
         df["subject"] = [f"{s.name}-{x}" for x in df["subject"]]  # other virtual people than the training phantom's
     facts = {"source": s.source, "kind": s.kind, "root": str(disc.root), "n_files": len(disc.fingerprint),

@@ -65,7 +65,8 @@ def _site(ctx: Context, name: str, site: dict[str, Any], label: str, ext: dict[s
     doc.table(["model"] + list(SHOWN), rows, f"{name}: metrics (first seed) with {int(ext['level'] * 100)}% CI, and in "
               "brackets the change from the internal test set with its CI (op_: at the validation-chosen threshold)")
     r = site["ranking"]
-    doc.p(f"Ranked by {label} (seed means): {', '.join(f'{m} {fmt(r['means'][m], 3)}' for m in r['site'])}. Internal winner "
+    ranked = ", ".join(f"{m} {fmt(r['means'][m], 3)}" for m in r["site"])
+    doc.p(f"Ranked by {label} (seed means): {ranked}. Internal winner "
           f"{r['winner']}: {'stays best' if r['holds'] else 'is not best here; ' + r['site_best'] + ' is'}.")
     if r["tests"]:
         doc.table(["internal winner vs", "difference", "CI", "test", "Holm p", "significant"],
