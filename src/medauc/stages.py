@@ -134,7 +134,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "strategies", "train and compare the imbalance strategies (Table 2) and run checks a and e",
         function="medauc.strategies.stage:compute", command="medauc.strategies.command",
-        config=("augment", "model", "-model.names", "train", "-train.jobs", "data.image_size", "data.classes", "evaluate", "seed"),
+        config=("augment", "model", "-model.names", "train", "-train.jobs", "data.image_size", "data.classes", "evaluate",
+                "-evaluate.external", "seed"),
         inputs=("manifest.csv", "augment/manifest.csv"),
         outputs=("strategies.json", "strategies.csv", "strategies/*/manifest.csv", "strategies/*/generated/**/*.png",
                  "strategies/*/train/*/*/best.safetensors", "strategies/*/train/*/*/model.json",
