@@ -257,3 +257,21 @@ def test_calibration_fit_equals_an_unpenalised_logistic_regression():
     for k in range(3):
         ref = LogisticRegression(C=1e12, tol=1e-12, max_iter=100_000).fit(np.log(score / (1 - score))[:, None], y, sample_weight=w[k])
         assert a[k] == pytest.approx(ref.intercept_[0], abs=1e-3) and b[k] == pytest.approx(ref.coef_[0, 0], abs=1e-3)
+
+
+def test_the_report_shows_each_site_and_the_fifth_answer(trained, tmp_path):
+    from medauc.report.build import build_document
+    from medauc.report.document import to_markdown
+
+    run, cfg, _ = trained
+    stages.run("external", cfg, run, force=True)
+    stages.run("evaluate", cfg, run, force=True)
+    doc, results = build_document(cfg, run)
+    md = to_markdown(doc, "files")
+    assert "5. Does the winner hold at another hospital?" in md and results["answers"]["q5_external"].startswith("5.")
+    assert "External test sets" in md and "WARNING: dup shares images" in md
+    assert {f.name for f in doc.figures()} >= {"external_dup_calibration.png", "external_site_b_calibration.png"}
+    assert "threshold (from validation)" in md
+    doc, results = build_document(replace(cfg, **{"evaluate.external": {}}), run)
+    md = to_markdown(doc, "files")
+    assert "No external test set is configured" in md and "q5_external" not in results["answers"]
