@@ -123,9 +123,9 @@ def test_question_five_names_an_overlapping_set_and_no_set():
         "models": {"a": {"seeds": {"0": {"metrics": {"auc_macro": {"value": 0.9, "low": 0.8, "high": 0.95}},
                                          "change": {"auc_macro": {"value": 0.01, "low": -0.05, "high": 0.06}}}}}},
         "audit": {"overlaps_training": True, "text": "shares images or patients with the run's train: 3 exact"}}}}
-    answer = question_five(ext, {})["answer"]
+    answer = question_five(ext)["answer"]
     assert answer.startswith("Yes") and "WARNING" in answer and "no independent test" in answer
-    assert "No external test set" in question_five({"primary_metric": "auc_macro", "sites": {}}, {})["answer"]
+    assert "No external test set" in question_five({"primary_metric": "auc_macro", "sites": {}})["answer"]
 
 
 # ----------------------------------------------------------------------------- the stage, on a tiny trained run

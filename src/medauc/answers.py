@@ -1,4 +1,4 @@
-"""The study's four answers (``STUDY.md``, "Research questions"), computed as data from a run's files.
+"""The study's four answers (``STUDY.md``, "Research questions"), and a fifth, computed as data from a run's files.
 
 Question 1 is answered at evaluation time by :func:`question_one` (``metrics.json``'s ``question_1``);
 :func:`study_answers` gathers all four, each as a sentence (the report prints it as it is) and the
@@ -22,7 +22,9 @@ not run is absent):
   ``significant_against`` (models, Holm-adjusted within that family), ``n_not_assessable``,
   ``not_significant`` (``{model, difference, detectable}``; detectable at Bonferroni's alpha/m), ``power``;
 - ``q4_lesion``: ``verdicts`` (``{model: sanity verdict of its first CAM method}``) and ``better``
-  (the models whose maps localise clearly better than their randomised twins').
+  (the models whose maps localise clearly better than their randomised twins');
+- ``q5_external`` (with ``evaluate.external``): ``external.json``'s ``question_5`` (:func:`question_five`): ``metric``,
+  ``winner``, ``holds_everywhere``, ``sites`` (per set: ``holds``, ``site_best``, ``winner_value``, ``change``, the test).
 
 :func:`not_learnt` names the models that did not learn (the report's warnings under Tables 1 and 2).
 """
@@ -367,7 +369,7 @@ def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]
                   "change": change, "against_site_best": vs, "overlaps_training": bool(audit.get("overlaps_training"))}
 
 
-def question_five(external: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def question_five(external: dict[str, Any]) -> dict[str, Any]:
     """Does the internal winner by ``evaluate.primary_metric`` stay best on each external set? (``external.json``)."""
     sites = external["sites"]
     label = LABELS.get(external["primary_metric"], external["primary_metric"])

@@ -155,5 +155,5 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
            "primary_metric": ev.primary_metric, "target_sensitivity": ev.target_sensitivity,
            "prevalences": list(ev.prevalences), "internal_unit": internal["unit"], "change_metrics": list(CHANGE_METRICS),
            "sites": sites}
-    out["question_5"] = question_five(out, internal)
+    out["question_5"] = question_five(out)
     return out
