@@ -92,9 +92,7 @@ def check(cfg: Config, data: str | None = None) -> None:
                 raise DataError(f"evaluate.external.{s.name}={s.source} is the training data folder; an external test set "
                                 "must come from elsewhere (another hospital, scanner or time)")
         else:
-            key = f"{PHANTOM}{s.site}:{s.n}"
-            if cfg.data.source == "phantom" and s.site == cfg.phantom.site and s.n == cfg.phantom.n and external_seed(cfg, s.site) == cfg.seed:
-                raise DataError(f"evaluate.external.{s.name}: the same phantom as the training data")
+            key = f"{PHANTOM}{s.site}:{s.n}"  # never the training phantom: its seed is another (external_seed)
         if key in by_source:
             raise DataError(f"evaluate.external: {by_source[key]!r} and {s.name!r} name the same source ({s.source}); "
                             "keep one of them")
