@@ -105,5 +105,19 @@ def external_seed(cfg: Config, site: str) -> int:
 
 
 def phantom_config(cfg: Config, s: ExternalSet) -> Config:
-    """The config whose phantom is external set ``s``: another site, its own size and seed, the run's other settings."""
-    return replace(cfg, **{"phantom.site": s.site, "phantom.n": s.n, "phantom.counts": {}, "seed": external_seed(cfg, s.site)})
+    """The config whose phantom is external set ``s``: another site, its own size and seed, the run's other settings.
+
+    Only the run's classes (``data.classes``; all four when it is ``[]``), in the Kaggle proportions, ``s.n`` images.
+    """
+    from medauc.data.phantom.design import CLASSES, KAGGLE_COUNTS
+
+    keep = [c for c in CLASSES if not cfg.data.classes or c in cfg.data.classes]
+    if len(keep) < 2:
+        raise ConfigError(f"evaluate.external.{s.name}={s.source}: the phantom's classes ({', '.join(CLASSES)}) share fewer "
+                          f"than two with data.classes ({', '.join(cfg.data.classes)}); use a folder of this run's classes, "
+                          "or evaluate.external={}")
+    total = sum(KAGGLE_COUNTS[c] for c in keep)
+    counts = {c: int(s.n * KAGGLE_COUNTS[c] // total) if c in keep else 0 for c in CLASSES}
+    for c in sorted(keep, key=lambda c: -(s.n * KAGGLE_COUNTS[c] % total))[: s.n - sum(counts.values())]:
+        counts[c] += 1  # largest remainders, as design.class_counts
+    return replace(cfg, **{"phantom.site": s.site, "phantom.n": s.n, "phantom.counts": counts, "seed": external_seed(cfg, s.site)})
