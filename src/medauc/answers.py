@@ -349,7 +349,7 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _verdict(t: dict[str, Any]) -> str:
     if isinstance(t.get("note"), str) and t["note"]:
-        return f"not assessable ({t['note']})"
+        return t["note"] if t["note"].startswith("not assessable") else f"not assessable ({t['note']})"
     return f"{'significant' if str(t.get('significant')) == 'True' else 'not significant'} ({t['test']}, {_fmt_p(t['p_holm'])} Holm)"
 
 
