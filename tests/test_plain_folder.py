@@ -16,7 +16,7 @@ from test_data_command import smooth
 # The default config (demo) cut to seconds: one tiny model, no augmentation, few resamples.
 TINY = ["data.classes=[healthy, glioma]", "data.image_size=32", "data.workers=1", "data.shortcut_audit=false",
         "model.names=[test_resnet]", "train.epochs_by_model={}", "train.lr_by_model={}", "train.epochs=1", "train.jobs=1", "train.batch_size=8", "augment.enabled=false",
-        "evaluate.n_bootstrap=50", "explain.max_images=8", "explain.min_grid=1"]
+        "evaluate.n_bootstrap=50", "evaluate.external={}", "explain.max_images=8", "explain.min_grid=1"]
 
 
 def plain_folder(root):

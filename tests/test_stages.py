@@ -7,6 +7,7 @@ declarations are checked against the keys they produce; the lock against a real 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 import logging
 import os
 import signal
@@ -173,7 +174,7 @@ def _perturbed(cfg: Config, key: str) -> Config:
     section, _, name = key.partition(".")
     old = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
     new = (not old) if isinstance(old, bool) else old + 1 if isinstance(old, int) else old / 2 if isinstance(old, float) \
-        else ["x"] if isinstance(old, tuple) else old + "x"
+        else ["x"] if isinstance(old, tuple) else {"x": "phantom:b"} if isinstance(old, Mapping) else old + "x"
     return replace(cfg, **{key: new})
 
 
@@ -205,9 +206,12 @@ def test_keys_are_those_of_before_the_registry(tmp_path):
         cfg.augment, cfg.seed, cfg.data.negative_class, cfg.evaluate.n_bootstrap, cfg.evaluate.level, sha)
     model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "names"}
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("jobs", "lr_by_model")}  # added later
-    evaluate = {k: v for k, v in to_dict(cfg.evaluate).items() if k not in ("threshold_rule", "decision_thresholds")}  # added later
+    later = ("threshold_rule", "decision_thresholds", "external")  # added later
+    evaluate = {k: v for k, v in to_dict(cfg.evaluate).items() if k not in later}
     assert stages.stage_key(stages.get("strategies"), cfg, tmp_path) == config_hash(
         cfg.augment, model, train, cfg.data.image_size, cfg.data.classes, evaluate, cfg.seed, sha, aug)
+    with_site = replace(cfg, **{"evaluate.external": {"b": "phantom:b"}})  # not a strategies setting
+    assert stages.stage_key(stages.get("strategies"), with_site, tmp_path) == stages.stage_key(stages.get("strategies"), cfg, tmp_path)
 
 
 def test_configuring_a_model_without_predictions_changes_the_evaluate_key(tmp_path):
@@ -227,7 +231,8 @@ def test_every_declared_function_and_command_exists():
     for command in stages.COMMANDS.values():
         module = importlib.import_module(command.module)
         assert callable(module.add_arguments) and callable(module.main)
-    assert list(stages.COMMANDS) == ["phantom", "prepare", "augment", "train", "strategies", "evaluate", "explain",
+    assert list(stages.COMMANDS) == ["phantom", "prepare", "augment", "train", "strategies", "external", "evaluate",
+                                     "explain",
                                      "report", "compare", "predict", "export", "run"]
 
 
@@ -324,7 +329,7 @@ def test_every_evaluate_setting_changes_the_evaluate_key(tmp_path):
     base = stages.stage_key(stages.get("evaluate"), cfg, tmp_path)
     other = {"n_bootstrap": 300, "level": 0.9, "prevalences": [0.001], "target_sensitivity": 0.95, "calibration_bins": 10,
              "renormalise": False, "primary_metric": "screening_auc", "power": 0.9,
-             "threshold_rule": "youden", "decision_thresholds": [0.1, 0.25]}
+             "threshold_rule": "youden", "decision_thresholds": [0.1, 0.25], "external": {"b": "phantom:b"}}
     fields = [f.name for f in dataclasses.fields(EvaluateConfig)]
     assert sorted(other) == sorted(fields), "give the new evaluate field a value to try here"
     for name, value in other.items():

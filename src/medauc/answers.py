@@ -1,4 +1,4 @@
-"""The study's four answers (``STUDY.md``, "Research questions"), computed as data from a run's files.
+"""The study's four answers (``STUDY.md``, "Research questions"), and a fifth, computed as data from a run's files.
 
 Question 1 is answered at evaluation time by :func:`question_one` (``metrics.json``'s ``question_1``);
 :func:`study_answers` gathers all four, each as a sentence (the report prints it as it is) and the
@@ -22,7 +22,9 @@ not run is absent):
   ``significant_against`` (models, Holm-adjusted within that family), ``n_not_assessable``,
   ``not_significant`` (``{model, difference, detectable}``; detectable at Bonferroni's alpha/m), ``power``;
 - ``q4_lesion``: ``verdicts`` (``{model: sanity verdict of its first CAM method}``) and ``better``
-  (the models whose maps localise clearly better than their randomised twins').
+  (the models whose maps localise clearly better than their randomised twins');
+- ``q5_external`` (with ``evaluate.external``): ``external.json``'s ``question_5`` (:func:`question_five`): ``metric``,
+  ``winner``, ``holds_everywhere``, ``sites`` (per set: ``holds``, ``site_best``, ``winner_value``, ``change``, the test).
 
 :func:`not_learnt` names the models that did not learn (the report's warnings under Tables 1 and 2).
 """
@@ -36,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from medauc.evaluate.metrics import LOWER_IS_BETTER
-from medauc.formatting import ci_unit, fmt, fmt_detectable, fmt_p
+from medauc.formatting import ci_unit, fmt, fmt_detectable, fmt_est, fmt_p
 
 # Differences this small are float rounding of equal values (e.g. means of the same counts).
 TIE = 1e-12
@@ -345,16 +347,57 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _verdict(t: dict[str, Any]) -> str:
+    if isinstance(t.get("note"), str) and t["note"]:
+        return t["note"] if t["note"].startswith("not assessable") else f"not assessable ({t['note']})"
+    return f"{'significant' if str(t.get('significant')) == 'True' else 'not significant'} ({t['test']}, {_fmt_p(t['p_holm'])} Holm)"
+
+
+def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]]:
+    r = s["ranking"]
+    w, seed = r["winner"], r["seed"]
+    cell, change = (s["models"][w]["seeds"][seed][k].get(r["metric"], {}) for k in ("metrics", "change"))
+    vs = next((t for t in r["tests"] if t["other"] == r["site_best"]), None)
+    where = f"{name} ({s['n_images']} images{', ' + str(s['n_patients']) + ' patients' if s.get('n_patients') else ''})"
+    text = (f"at {where} {w} has {label} {fmt_est(cell, 3)}, a change of {fmt_est(change, 3)} from the internal test set, and "
+            + ("stays best" if r["holds"] else f"is not best: {r['site_best']} leads by {fmt(-vs['difference'] if vs else np.nan, 3)}"
+               + (f" [{fmt(-vs['ci_high'], 3)}, {fmt(-vs['ci_low'], 3)}], " + _verdict(vs) if vs else "")))
+    audit = s.get("audit") or {}
+    if audit.get("overlaps_training"):
+        text += f" (WARNING: this set {audit.get('text')}: no independent test)"
+    return text, {"site": name, "source": s["source"], "holds": r["holds"], "site_best": r["site_best"], "winner_value": cell,
+                  "change": change, "against_site_best": vs, "overlaps_training": bool(audit.get("overlaps_training"))}
+
+
+def question_five(external: dict[str, Any]) -> dict[str, Any]:
+    """Does the internal winner by ``evaluate.primary_metric`` stay best on each external set? (``external.json``)."""
+    sites = external["sites"]
+    label = LABELS.get(external["primary_metric"], external["primary_metric"])
+    parts = [_site(name, s, label) for name, s in sites.items()]
+    winner = next(iter(sites.values()))["ranking"]["winner"] if sites else None
+    lost = [d["site"] for _, d in parts if not d["holds"]]
+    if not sites:
+        answer = "No external test set is configured (evaluate.external), so this run cannot say."
+    elif not lost:
+        answer = f"Yes: {winner}, best by {label} on the internal test set, is also best " + "; ".join(t for t, _ in parts) + "."
+    else:
+        answer = (f"No: {winner}, best by {label} on the internal test set, is not best at {', '.join(lost)}: "
+                  + "; ".join(t for t, _ in parts) + ".")
+    return {"metric": external["primary_metric"], "winner": winner, "holds_everywhere": bool(sites) and not lost,
+            "sites": [d for _, d in parts], "answer": answer}
+
+
 def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None, strategies: dict[str, Any] | None,
                   checks: dict[str, Any] | None, explain: dict[str, Any] | None,
-                  primary_metric: str = "auc_macro", level: float = 0.95) -> dict[str, dict[str, Any]]:
+                  primary_metric: str = "auc_macro", level: float = 0.95,
+                  external: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The study's four answers, each a sentence and the numbers it rests on; a question whose files are
     missing is left out.
 
     ``metrics``: ``metrics.json``; ``comparisons``: ``comparisons.csv`` as read by :func:`pandas.read_csv`;
     ``strategies``: ``strategies.json``; ``checks``: the five image checks (``augment_checks.json`` with
     ``strategies.json``'s ``checks``); ``explain``: ``explain.json``; None where a file is missing.
-    ``primary_metric``, ``level``: ``evaluate.primary_metric`` and ``evaluate.level``.
+    ``primary_metric``, ``level``: ``evaluate.primary_metric`` and ``evaluate.level``; ``external``: ``external.json``.
 
     >>> explain = {"models": {"resnet18": {"methods": {"gradcam": {"sanity": {"verdict": "better"}}}},
     ...                       "vit": {"methods": {"gradcam": {"sanity": {"verdict": "same"}}}}}}
@@ -369,5 +412,7 @@ def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | No
         "q2_restoration": restoration(checks or {}, strategies or {}, level),
         "q3_best_by_auc": best_by_auc(metrics, comparisons, primary_metric, level),
         "q4_lesion": lesion(explain),
+        "q5_external": {"text": f"5. Does the winner hold at another hospital? {external['question_5']['answer']}",
+                        **{k: v for k, v in external["question_5"].items() if k != "answer"}} if external else None,
     }
     return {k: v for k, v in found.items() if v is not None}

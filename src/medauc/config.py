@@ -79,6 +79,7 @@ class PhantomConfig(Frozen):
     lesion_contrast: float = 1.0  # scales each tumour's intensity difference from white matter (1 = as drawn)
     confound: str = ""  # "", "aspect" or "intensity": a deliberate healthy-class shortcut, for teaching
     anatomy: str = "auto"  # "auto" (Colin27 if installed, else MNI152), "colin27", "mni152"
+    site: str = ""  # the virtual hospital: "" (the default), "b" (older 1.5 T scanner, older population) or "c" (3 T, younger); scanner and population only, same anatomy and class balance
     workers: int = 2  # processes used to generate
 
 
@@ -171,6 +172,7 @@ class EvaluateConfig(Frozen):
     renormalise: bool = True  # probabilities that do not sum to 1: renormalise with a warning (else refuse)
     primary_metric: str = "auc_macro"  # the pre-specified primary analysis, its pairs one Holm family (questions 1 and 3): "auc_macro" or "screening_auc"
     power: float = 0.8  # power at which each paired comparison's smallest detectable difference is reported
+    external: Mapping[str, str] = field(default_factory=dict)  # external test sets {name: folder-per-class path (PNG/JPEG, DICOM, NIfTI), or "phantom:<site>[:<images>]", a phantom of another virtual hospital}; every trained model predicts them, thresholds and all carried from validation; {} = none
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ class Config:
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k not in ("aliases", "counts"):
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k not in ("aliases", "counts", "external"):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = v

@@ -24,6 +24,7 @@ from medauc.errors import DataError, ModelError
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 DATA_COMMANDS = ("prepare", "run")
 TRAIN_COMMANDS = ("train", "strategies", "run")
+EXTERNAL_COMMANDS = ("external", "evaluate", "run")  # evaluate.external: names, folders, phantom specs
 
 
 def resolve_weights(name: str, weights: str) -> Path | None:
@@ -151,5 +152,9 @@ def check(cfg: Config, command: str, data: str | None = None, out: str | None = 
     """Everything :mod:`medauc.preflight` checks that ``command`` needs; raises DataError or ModelError."""
     if command in DATA_COMMANDS:
         check_data(cfg, data)
+    if command in EXTERNAL_COMMANDS and cfg.evaluate.external:
+        from medauc.external.spec import check as check_external
+
+        check_external(cfg, data)
     if command in TRAIN_COMMANDS:
         check_weights(cfg, out)

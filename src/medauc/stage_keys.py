@@ -80,7 +80,7 @@ def _input_hashes(patterns: tuple[str, ...], cfg: Config, run_dir: Path) -> dict
 
 # Fields of a config section added after the registry: left out of every key while at their default,
 # so that run folders made before them keep their keys (config.without_later_defaults).
-LATER = {"train": ("lr_by_model",), "evaluate": ("threshold_rule", "decision_thresholds")}
+LATER = {"train": ("lr_by_model",), "evaluate": ("threshold_rule", "decision_thresholds", "external"), "phantom": ("site",)}
 
 
 def _config_value(cfg: Config, path: str, drop: list[str]) -> Any:

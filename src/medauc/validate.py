@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.volume_axis": (0, 1, 2),  # type: ignore[dict-item]
     "phantom.confound": ("", "aspect", "intensity"),
     "phantom.anatomy": ("auto", "colin27", "mni152"),
+    "phantom.site": ("", "b", "c"),  # medauc.data.phantom.sites.SITES (not imported here: config loads light)
     "phantom.planes": ("axial", "coronal", "sagittal"),
     "model.in_chans": (1, 3),  # type: ignore[dict-item]
     "train.monitor": ("val", "test"),
@@ -162,6 +163,7 @@ RULES: dict[str, Check] = {
     "phantom.lesion_contrast": between(0, 4, high_open=False),
     "phantom.confound": one_of("phantom.confound"),
     "phantom.anatomy": one_of("phantom.anatomy"),
+    "phantom.site": one_of("phantom.site"),
     "phantom.workers": at_least(1),
     "model.names": each(non_empty, unique=True),
     "model.in_chans": one_of("model.in_chans"),

@@ -229,8 +229,11 @@ def _redact(path: str, root: Path, refs: dict[str, str], folders: Sequence[str])
     return "(redacted)"
 
 
-def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLike[str], workers: int = 1) -> tuple[Discovery, Converted | None]:
+def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLike[str], workers: int = 1,
+                    salt_dir: str | os.PathLike[str] | None = None) -> tuple[Discovery, Converted | None]:
     """Replace the DICOM and NIfTI files of ``disc`` by one PNG item per frame or slice (module docstring).
+
+    ``salt_dir``: the run folder whose salt names the patients, when the PNGs go elsewhere (an external set's folder).
 
     Returns the new discovery (items in the same order, skipped paths redacted) and what was done;
     ``(disc, None)`` unchanged when the data set holds no such file. Raises DataError naming the
@@ -241,7 +244,7 @@ def convert_medical(disc: Discovery, dcfg: DataConfig, run_dir: str | os.PathLik
         return disc, None
     run_dir = Path(run_dir)
     out_dir = run_dir / IMAGES_DIR
-    salt = load_salt(run_dir)
+    salt = load_salt(salt_dir or run_dir)
     refs = references(disc)
     settings = _settings(dcfg)
     index_path = out_dir / INDEX

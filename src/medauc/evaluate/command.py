@@ -156,7 +156,8 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     curves = run_dir / "curves"
     if curves.exists():
         shutil.rmtree(curves)  # stale curves of models no longer in the run must not linger
-    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True, decision=True)
+    result = evaluate_predictions(tests, cfg, val_files=vals, curves_dir=curves, progress=True, decision=True, keep_entries=True)
+    entries = result.pop("entries")
     comparisons = result.pop("comparisons")
     write_decision(run_dir, result.pop("decision"))
     for model in result["models"].values():
@@ -166,6 +167,11 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     result["ignored"] = ignored
     fileio.write_csv(run_dir / "comparisons.csv", comparisons, COMPARISON_FIELDS)
     fileio.write_json(run_dir / "metrics.json", result)
+    (run_dir / "external.json").unlink(missing_ok=True)  # this stage's own file: never left from other settings
+    if cfg.evaluate.external:
+        from medauc.external.results import evaluate_external
+
+        fileio.write_json(run_dir / "external.json", evaluate_external(cfg, run_dir, result, entries, vals))
     log.info("evaluate: %s", result["question_1"]["answer"])
     return fileio.read_json(run_dir / "metrics.json")
 

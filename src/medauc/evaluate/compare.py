@@ -199,8 +199,12 @@ def evaluate_predictions(
     progress: bool = False,
     check_classes: bool = True,
     decision: bool = False,
+    keep_entries: bool = False,
 ) -> dict[str, Any]:
     """Evaluate test predictions files ``{model: {seed: path}}`` with bootstrap CIs and paired comparisons.
+
+    ``keep_entries``: add ``"entries"``, the :class:`~medauc.evaluate.paired.Entry` of every model and seed (their
+    point values and bootstrap replicates), for the external sets' comparisons with this set (not JSON).
 
     ``val_files`` (same layout) give the operating point; ``curves_dir`` (optional) receives
     ``<model>/<seed>/{roc,pr,calibration}.csv``. Returns the ``metrics.json`` layout plus
@@ -316,6 +320,7 @@ def evaluate_predictions(
         "question_1": question_one(summaries, comparisons, models, ev.primary_metric, ev.level),
         "comparisons": comparisons,
         **({"decision": decisions} if decisions is not None else {}),
+        **({"entries": entries} if keep_entries else {}),
     }
 
 

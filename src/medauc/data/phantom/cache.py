@@ -22,7 +22,9 @@ def phantom_key(cfg: Config, anatomy_path: str | os.PathLike[str] | None = None)
     """Hash of what the phantom depends on: phantom config (less ``workers``), seed, anatomy, version."""
     source, path = resolve_source(cfg.phantom.anatomy, anatomy_path)
     # lesion_contrast at its default leaves the hash as it was before the field existed: caches stay valid.
-    section = {k: v for k, v in to_dict(cfg.phantom).items() if k != "workers" and not (k == "lesion_contrast" and v == 1.0)}
+    # So does site at its default ("").
+    section = {k: v for k, v in to_dict(cfg.phantom).items()
+               if k != "workers" and not (k == "lesion_contrast" and v == 1.0) and not (k == "site" and v == "")}
     return config_hash(section, cfg.seed, source, str(path) if path else "", PHANTOM_VERSION)
 
 

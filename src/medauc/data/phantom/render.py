@@ -13,6 +13,7 @@ import numpy as np
 
 from medauc.config import PhantomConfig
 from medauc.data.phantom.anatomy import Anatomy
+from medauc.data.phantom.sites import SITES, get_site
 from medauc.data.phantom.lesions import Lesion, draw_lesion, lesion_span, mass_effect, pituitary_lesion, place_lesion
 from medauc.data.phantom.variation import (
     MIN_BRAIN_SHARE, PLANES, Head, Imaging, Series, SliceGeometry, draw_head, draw_imaging, draw_series, photometric, sample,
@@ -23,7 +24,7 @@ from medauc.errors import DataError
 SELLA_SLICE_SHARE = 0.4  # non-pituitary images cut through the sella too, like pituitary ones
 # Pituitary tumours are seen mainly in sagittal and coronal cuts; every class gets the same plane
 # mix so that the plane is no class cue.
-PLANE_WEIGHT = {"sagittal": 0.4, "coronal": 0.4, "axial": 0.2}
+PLANE_WEIGHT = SITES[""].plane_weight  # the default site's; phantom.site may change the mix (sites.py)
 MIN_LESION_PX = 4
 
 _SUBJECT_TAG = 0x9E3779B9
@@ -31,8 +32,8 @@ _SLICE_TAG = 0x5F3759DF
 _LESION_TAG = 0x2545F491
 
 
-def _choose_plane(planes: list[str], rng: np.random.Generator) -> str:
-    w = np.array([PLANE_WEIGHT[p] for p in planes])
+def _choose_plane(planes: list[str], rng: np.random.Generator, weight: Any = PLANE_WEIGHT) -> str:
+    w = np.array([weight[p] for p in planes])
     return str(planes[int(rng.choice(len(planes), p=w / w.sum()))])
 
 
@@ -86,11 +87,12 @@ def render_subject(anat: Anatomy, cls: str, pcfg: PhantomConfig, seed: int, inde
     """
     rng = np.random.default_rng([seed, index, _SUBJECT_TAG])
     size = pcfg.size
-    head = draw_head(anat, rng)
-    imaging = draw_imaging(size, rng)
+    site = get_site(pcfg.site)
+    head = draw_head(anat, rng, site)
+    imaging = draw_imaging(size, rng, site)
     # Drawn once, not per attempt: retries must not make the plane mix depend on the class.
-    plane = _choose_plane(list(pcfg.planes), rng)
-    series = draw_series(plane, size, rng)
+    plane = _choose_plane(list(pcfg.planes), rng, site.plane_weight)
+    series = draw_series(plane, size, rng, site)
     subtle = cls != "healthy" and rng.random() < pcfg.subtle_fraction
     axis = PLANES[plane][0]
     area, centroid = anat.slice_stats(axis)

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medauc.data.phantom.anatomy import Anatomy
+from medauc.data.phantom.sites import SITES, Site
 
 # plane -> (slice axis, image-column direction, image-row direction) in voxel axes (x, y, z).
 # Axial: anterior at the top; coronal and sagittal: superior at the top, face to the left.
@@ -181,13 +182,13 @@ def brain_centre(anat: Anatomy) -> np.ndarray:
     return (area[:, None] * centroid).sum(0) / max(area.sum(), 1.0)
 
 
-def draw_head(anat: Anatomy, rng: np.random.Generator) -> Head:
-    """A subject's head: size +/-8%, a little anisotropic, deformed, ventricles larger or smaller."""
-    size = rng.uniform(0.92, 1.08)
+def draw_head(anat: Anatomy, rng: np.random.Generator, site: Site = SITES[""]) -> Head:
+    """A subject's head: size +/-8% (the site's range), a little anisotropic, deformed, ventricles larger or smaller."""
+    size = rng.uniform(*site.head_size)
     scale = size * np.exp(np.clip(rng.normal(0.0, 0.035, 3), -0.07, 0.07))
     shape = np.ceil(np.array(anat.t1.shape) / DEFORMATION_STEP_MM).astype(int) + 3
     coef = rng.normal(0.0, DEFORMATION_MM, (3, *shape)).astype(np.float32)
-    ventricles = rng.uniform(-0.12, 0.38)  # Colin27 is a young adult: most heads have larger ventricles
+    ventricles = rng.uniform(*site.ventricles)  # Colin27 is a young adult: most heads have larger ventricles
     return Head(brain_centre(anat), scale, coef, DEFORMATION_STEP_MM, anat.sella + np.array(VENTRICLES_FROM_SELLA_MM), float(ventricles))
 
 
@@ -207,7 +208,7 @@ class Series:
     flip: bool
 
 
-def draw_series(plane: str, size: int, rng: np.random.Generator) -> Series:
+def draw_series(plane: str, size: int, rng: np.random.Generator, site: Site = SITES[""]) -> Series:
     """A series in ``plane``: oblique by a few degrees, rotated in-plane up to 15 degrees."""
     _, col, row = PLANES[plane]
     ecol, erow = np.array(col), np.array(row)
@@ -218,7 +219,7 @@ def draw_series(plane: str, size: int, rng: np.random.Generator) -> Series:
     normal = np.cross(ecol, erow)
     share = rng.uniform(0.22, 0.42)  # drawn independently of the class
     shift = rng.uniform(-0.06, 0.06, 2) * size
-    spacing = rng.uniform(2.0, 4.0)
+    spacing = rng.uniform(*site.spacing_mm)
     return Series(plane, ecol, erow, normal / np.linalg.norm(normal), float(share), shift, float(spacing), bool(rng.random() < 0.5))
 
 
@@ -273,20 +274,20 @@ class Imaging:
     offset: float
 
 
-def draw_imaging(size: int, rng: np.random.Generator) -> Imaging:
-    """A subject's imaging properties, drawn once for all of its slices."""
-    lowres = rng.random() < 0.35
-    downsample = rng.uniform(1.3, 2.2) if lowres else 1.0
-    blur = 0.0 if lowres else rng.uniform(0.2, 0.9)
-    bias = smooth_field(rng, size, 4, 0.12)
+def draw_imaging(size: int, rng: np.random.Generator, site: Site = SITES[""]) -> Imaging:
+    """A subject's imaging properties (the ``site``'s scanner), drawn once for all of its slices."""
+    lowres = rng.random() < site.lowres_share
+    downsample = rng.uniform(*site.downsample) if lowres else 1.0
+    blur = 0.0 if lowres else rng.uniform(*site.blur)
+    bias = smooth_field(rng, size, 4, site.bias_sigma)
     return Imaging(
         downsample=float(downsample),
         blur=float(blur),
         bias=bias,
-        noise=float(rng.uniform(0.015, 0.06)),
-        gamma=float(rng.uniform(0.75, 1.35)),
-        contrast=float(rng.uniform(0.75, 1.3)),
-        white=float(rng.uniform(100.0, 165.0)),
+        noise=float(rng.uniform(*site.noise)),
+        gamma=float(rng.uniform(*site.gamma)),
+        contrast=float(rng.uniform(*site.contrast)),
+        white=float(rng.uniform(*site.white)),
         offset=float(rng.uniform(-4.0, 4.0)),
     )
 

@@ -8,8 +8,9 @@ from medauc.report.sections.appendix import definitions_section, environment_sec
 from medauc.report.sections.augment import augmentation_section, strategies_section
 from medauc.report.sections.data import data_section
 from medauc.report.sections.explain import explain_section
+from medauc.report.sections.external import external_section
 from medauc.report.sections.models import models_section
 from medauc.report.sections.summary import summary_section
 
-ALL = [summary_section, data_section, augmentation_section, models_section, strategies_section, explain_section,
+ALL = [summary_section, data_section, augmentation_section, models_section, external_section, strategies_section, explain_section,
        definitions_section, environment_section]

@@ -20,10 +20,14 @@ def summary_section(ctx: Context) -> None:
     found = study_answers(
         ctx.json("metrics.json"), pd.read_csv(comp_path) if comp_path.exists() else None, ctx.json("strategies.json"),
         image_checks(ctx), ctx.json("explain.json"), ctx.cfg.evaluate.primary_metric, ctx.cfg.evaluate.level,
+        ctx.json("external.json") if ctx.cfg.evaluate.external else None,
     )
     answers = {key: a["text"] for key, a in found.items()}
     for text in answers.values():
         doc.p(text, "answer")
+    if answers and "q5_external" not in answers:
+        doc.p("5. Does the winner hold at another hospital? Not asked: no external test set is configured "
+              "(evaluate.external); see the external test sets section.", "note")
     if not answers:
         doc.p("No stage results yet.", "note")
     ctx.results["answers"] = answers
