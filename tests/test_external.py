@@ -79,6 +79,21 @@ def test_the_external_threshold_is_the_validation_one_never_rechosen(synthetic):
         assert any("op_ppv" in p for p in site["prevalence"])
 
 
+def test_each_site_gets_its_own_decision_curves(synthetic):
+    """Issue 25 item 4 on the external sets: net benefit per site, from the site's own predictions."""
+    from medauc.evaluate.decision import net_benefit
+
+    run, cfg = synthetic["test_resnet"]
+    dec = read_json(run / "decision_external-ext.json")
+    assert (run / "decision_external-ext_curves.csv").is_file() and (run / "decision_external-ext.csv").is_file()
+    pred = read_predictions(run / "predictions" / "test_resnet" / "0" / "external-ext.csv", "healthy", ["healthy", "glioma"])
+    row = next(r for r in dec["seeds"]["0"]["table"] if r["model"] == "test_resnet" and r["prevalence"] == "set"
+               and r["threshold"] == 0.2)
+    assert row["net_benefit"]["value"] == pytest.approx(float(net_benefit(pred.positive, pred.screening_score, [0.2])[0]))
+    internal = read_json(run / "decision.json")
+    assert internal["seeds"]["0"]["table"] != dec["seeds"]["0"]["table"]
+
+
 def test_change_from_internal_is_an_unpaired_interval_and_calibration_is_reported(synthetic):
     run, _ = synthetic["test_resnet"]
     metrics, ext = read_json(run / "metrics.json"), read_json(run / "external.json")
@@ -272,6 +287,8 @@ def test_the_report_shows_each_site_and_the_fifth_answer(trained, tmp_path):
     assert "External test sets" in md and "WARNING: dup shares images" in md
     assert {f.name for f in doc.figures()} >= {"external_dup_calibration.png", "external_site_b_calibration.png"}
     assert "threshold (from validation)" in md
+    assert "Decision curve analysis: site\\_b" in md  # each site's decision curves beside the test set's
+    assert "decision_external-site_b_curves.png" in {f.name for f in doc.figures()}
     doc, results = build_document(replace(cfg, **{"evaluate.external": {}}), run)
     md = to_markdown(doc, "files")
     assert "No external test set is configured" in md and "q5_external" not in results["answers"]

@@ -161,7 +161,7 @@ STAGES: tuple[Stage, ...] = (
         inputs=("predictions/{model}/{seed}/test.csv", "predictions/{model}/{seed}/val.csv",
                 "predictions/{model}/{seed}/external-*.csv", "external/*/audit.json"),
         outputs=("metrics.json", "comparisons.csv", "curves/*/*/*.csv", "external.json", "decision.json", "decision.csv",
-                 "decision_curves.csv", "decision_*.json", "decision_*.csv"),
+                 "decision_curves.csv", "decision_external-*"),
         needs=("train", "external"), result="metrics.json",
     ),
     Stage(
@@ -178,7 +178,8 @@ STAGES: tuple[Stage, ...] = (
         config=("report",),
         inputs=("config.yaml", "manifest.csv", "data_audit.json", "phantom/phantom.json", "augment_checks.json",
                 "strategies.json", "metrics.json", "comparisons.csv", "external.json", "decision.json", "decision_curves.csv",
-                "decision_*.json", "decision_*.csv", "train/{model}/{seed}/history.csv", "explain.json", "explain/*.png",
+                "decision_external-*.json", "decision_external-*_curves.csv", "train/{model}/{seed}/history.csv",
+                "explain.json", "explain/*.png",
                 "export/*/*/model_card.md"),
         extra="medauc.stages:report_code", also="medauc's report code",
         outputs=("report.html", "report.md", "results.json", "report_files/*.png"),

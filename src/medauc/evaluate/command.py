@@ -167,7 +167,8 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     result["ignored"] = ignored
     fileio.write_csv(run_dir / "comparisons.csv", comparisons, COMPARISON_FIELDS)
     fileio.write_json(run_dir / "metrics.json", result)
-    (run_dir / "external.json").unlink(missing_ok=True)  # this stage's own file: never left from other settings
+    for stale in [run_dir / "external.json", *run_dir.glob("decision_external-*")]:  # this stage's own files:
+        stale.unlink(missing_ok=True)  # never left from other settings (a site no longer configured)
     if cfg.evaluate.external:
         from medauc.external.results import evaluate_external
 

@@ -118,7 +118,11 @@ def _ranking(primary: str, internal: dict[str, Any], site: dict[str, Any], compa
 
 def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any], entries: list[Entry],
                       vals: dict[str, dict[int, Path]]) -> dict[str, Any]:
-    """``external.json`` (module docstring) from the internal results (``metrics.json`` and its entries)."""
+    """``external.json`` (module docstring) from the internal results (``metrics.json`` and its entries);
+    each site's decision curve analysis goes to ``decision_external-<name>.json``, ``.csv``, ``_curves.csv`` beside
+    the test set's (:func:`medauc.evaluate.command.write_decision`)."""
+    from medauc.evaluate.command import write_decision
+
     run_dir = Path(run_dir)
     ev = cfg.evaluate
     inside = {(e.model, e.seed): e for e in entries}
@@ -134,8 +138,9 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
         site_cfg = replace(cfg, seed=cfg.seed + 1 + i)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # undefined metrics are nan and flagged (undefined_share) in the file
-            res = evaluate_predictions(files, site_cfg, val_files=vals, keep_entries=True)
+            res = evaluate_predictions(files, site_cfg, val_files=vals, keep_entries=True, decision=True)
         comparisons = res.pop("comparisons")
+        write_decision(run_dir, res.pop("decision"), name=f"decision_external-{s.name}")  # the site's decision curves
         for e in res.pop("entries"):
             out = res["models"][e.model]["seeds"][str(e.seed)]
             ref = inside[(e.model, e.seed)]

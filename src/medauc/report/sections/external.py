@@ -10,6 +10,7 @@ from medauc.answers import LABELS, first_seed
 from medauc.formatting import fmt, fmt_est, fmt_p, verdict
 from medauc.report import figures
 from medauc.report.context import Context
+from medauc.report.sections.clinic import decision_section
 
 SHOWN = ("accuracy", "auc_macro", "f1_macro", "screening_auc", "op_sensitivity", "op_specificity", "ece")
 
@@ -99,3 +100,4 @@ def _site(ctx: Context, name: str, site: dict[str, Any], label: str, ext: dict[s
     if prev_rows:
         doc.table(["model", "threshold (from validation)", "sensitivity", "specificity", "prevalence", "PPV", "NPV"], prev_rows,
                   f"{name}: the screening threshold chosen on the internal validation split, applied unchanged")
+    decision_section(ctx, {}, name=f"decision_external-{name}", set_label=name)
