@@ -216,6 +216,7 @@ def test_model_card_has_its_sections_and_the_report_links_it(run, exported):
     threshold = read_json(run / "metrics.json")["models"]["test_vit"]["seeds"]["0"]["operating_point"]["threshold"]
     assert f"screening threshold {threshold:.6g}" in card and "macro one-vs-rest AUC" in card and "Brier score" in card
     assert "synthetic phantom" in card and "Checked against PyTorch on" in card
+    assert "No external test set" in card  # this run has none: the card says what is not measured
     results = read_json(run / "results.json")
     assert results["model_cards"] == ["export/test_resnet/0/model_card.md", "export/test_vit/0/model_card.md"]
     assert "(<export/test_vit/0/model_card.md>)" in (run / "report.md").read_text()

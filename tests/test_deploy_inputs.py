@@ -93,3 +93,23 @@ def test_unreadable_inputs_get_a_reason_without_their_path(tmp_path):
             assert re.fullmatch(r"file-\d{5}", r.name) and r.line().startswith(r.name + ": ")
     with pytest.raises(ValueError, match="need the run's salt"):
         read_input(next(f for f in files if f.kind == "dicom"), cfg.data, None)
+
+
+def test_model_card_gives_the_model_at_each_external_site():
+    """Issue 25 in the card: the chosen model's numbers at another hospital, or that none was tested."""
+    from types import SimpleNamespace
+
+    from medauc.deploy.card import _external_notes
+
+    est = lambda v: {"value": v, "low": v - 0.1, "high": v + 0.1}  # noqa: E731  (as evaluate writes it)
+    ext = {"primary_metric": "auc_macro", "question_5": {"answer": "No: m1 is not best at b."},
+           "sites": {"b": {"n_images": 30, "models": {"m1": {"seeds": {"0": {
+               "metrics": {"auc_macro": est(0.71), "op_sensitivity": est(0.8), "op_specificity": est(0.5)},
+               "change": {"auc_macro": est(-0.12)}}}}}}}}
+    cfg = lambda external: SimpleNamespace(evaluate=SimpleNamespace(external=external))  # noqa: E731
+    chosen = SimpleNamespace(model="m1", seed=0, cfg=cfg({"b": "phantom:b"}))
+    notes = _external_notes(SimpleNamespace(json=lambda name: ext), chosen)
+    assert "At the external set b (30 images): auc_macro 0.710" in notes[0] and "change of -0.120" in notes[0]
+    assert notes[-1].endswith("No: m1 is not best at b.")
+    none = _external_notes(SimpleNamespace(json=lambda name: ext), SimpleNamespace(model="m1", seed=0, cfg=cfg({})))
+    assert none[0].startswith("No external test set")

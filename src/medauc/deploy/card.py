@@ -105,6 +105,27 @@ def _explanations(doc: Document, chosen: Chosen, explain: dict[str, Any] | None)
             doc.p(sanity["text"])
 
 
+def _external_notes(ctx: Context, chosen: Chosen) -> list[str]:
+    """This model at each external set of the run (``external.json``), or that none was tested."""
+    ext = ctx.json("external.json") if chosen.cfg.evaluate.external else None
+    if not ext:
+        return ["No external test set: how the model does at another hospital (scanner, protocol, population) is not "
+                "measured in this run (evaluate.external)."]
+    primary, notes = ext.get("primary_metric", "auc_macro"), []
+    for name, site in ext.get("sites", {}).items():
+        s = ((site.get("models") or {}).get(chosen.model, {}).get("seeds") or {}).get(str(chosen.seed))
+        if not s:
+            continue
+        op = s.get("metrics", {})
+        notes.append(f"At the external set {name} ({site.get('n_images')} images): {primary} {fmt_est(op.get(primary), 3)}, "
+                     f"a change of {fmt_est((s.get('change') or {}).get(primary), 3)} from the internal test set; at the "
+                     f"validation-chosen threshold sensitivity {fmt_est(op.get('op_sensitivity'), 3)}, specificity "
+                     f"{fmt_est(op.get('op_specificity'), 3)}.")
+    if (ext.get("question_5") or {}).get("answer"):
+        notes.append("Does the run's winner hold at another hospital? " + ext["question_5"]["answer"])
+    return notes
+
+
 def _limitations(doc: Document, ctx: Context, chosen: Chosen, meta: dict[str, Any]) -> None:
     doc.h("Limitations, as measured in this run")
     cfg = chosen.cfg
@@ -128,6 +149,7 @@ def _limitations(doc: Document, ctx: Context, chosen: Chosen, meta: dict[str, An
         notes.append("Among the run's models (the report's question 3): " + found["q3_best_by_auc"]["text"].split("? ", 1)[-1])
     if chosen.metrics:
         notes += not_learnt({"models": {k: v for k, v in chosen.metrics.get("models", {}).items() if k == chosen.model}})
+    notes += _external_notes(ctx, chosen)
     if len(cfg.train.seeds) < 2:
         notes.append("One training seed: how much the metrics move from one training to the next is not measured here.")
     notes.append(f"Inputs: 2-D grey-level slices like the training data ({', '.join(cfg.data.classes)}); any other class, "
