@@ -148,7 +148,7 @@ def test_plain_forms_are_lists_and_dicts():
     assert config_hash(cfg.train.epochs_by_model) == config_hash({"resnet18": 3})
     # replace() merges a mapping into train.epochs_by_model as it merged a dict
     merged = replace(cfg, **{"train.epochs_by_model": load_config("demo").train.epochs_by_model})
-    assert merged.train.epochs_by_model == {"resnet18": 3, "efficientnet_es": 12}
+    assert merged.train.epochs_by_model == {"resnet18": 3, "efficientnet_es": 16}
 
 
 # Digests computed before configs were frozen (lists and dicts): freezing them must not change a
@@ -167,9 +167,9 @@ KEYS = {
     # the new data.near_duplicates field (issue 23; an older config.yaml is read with its default).
     # Issue 25: config.yaml of both, the new phantom.site, evaluate.external, threshold_rule and decision_thresholds fields (at their defaults they
     # stay out of every stage key, LATER); demo's evaluate, deliberately: it evaluates an external hospital.
-    "demo": {"config.yaml": "317f741960e25458", "augment": "7879da5b94949217", "strategies": "5eaaec1ff4e75a23",
-             "evaluate": "a7fbeee15d531a58", "train": "1c7b75199e848335", "train/resnet18": "ffd32318ba9dd03a",
-             "train/densenet121": "e9d379065d1bc35e", "train/efficientnet_es": "eecbc1f6fd7bb676",
+    "demo": {"config.yaml": "71e7931b7f21ea83", "augment": "7879da5b94949217", "strategies": "bc7f950cd238a231",
+             "evaluate": "a7fbeee15d531a58", "train": "62c64c7c3dbe5c99", "train/resnet18": "ffd32318ba9dd03a",
+             "train/densenet121": "e9d379065d1bc35e", "train/efficientnet_es": "adde2f618134d534",
              "train/efficientformerv2_s0": "2c54d47b67472f9c"},
     "smoke": {"config.yaml": "13ca18b214675db6", "augment": "18029e2ca29338e3", "strategies": "a6dc3f57a8f9e36f",
               "evaluate": "ec8406b0c5ca4425", "train": "b99c009f7bf8b630", "train/test_resnet": "3213bb00188213a0",
