@@ -26,6 +26,7 @@ from typing import Any
 from medauc import fileio, runs
 from medauc.config import Config, config_hash, replace, to_dict
 from medauc.errors import ModelError
+from medauc.relocate import key_sha256
 from medauc.external.spec import ExternalSet, external_sets, phantom_config
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def stage_key(cfg: Config, run_dir: str | Path, **_: Any) -> str:
     manifest = run_dir / "manifest.csv"
     return config_hash(dict(cfg.evaluate.external), _data_settings(cfg), to_dict(cfg.phantom), cfg.seed,
                        {s.name: source_fingerprint(cfg, s) for s in sets}, models,
-                       fileio.file_sha256(manifest) if manifest.is_file() else None)
+                       key_sha256(run_dir, manifest) if manifest.is_file() else None)  # as before a relative rewrite
 
 
 def source_folder(cfg: Config, s: ExternalSet) -> Path:
