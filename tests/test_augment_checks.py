@@ -155,5 +155,9 @@ def test_artefact_interval_and_folds_are_over_patients_when_known(originals):
     assert by_source["unit"] == "source images" and by_source["n_units"] == n_pat * per
     assert by_patient["unit"] == "patients" and by_patient["n_units"] == n_pat
     assert by_patient["ci"][1] - by_patient["ci"][0] > 1.3 * (by_source["ci"][1] - by_source["ci"][0])
+    few = artefacts.artefact_detectability(slices, planted, source, sigmas, source_patients=np.repeat(["a", "b", "c", "d"], 10), **kw)
+    assert few["unit"] == "patients" and few["n_units"] == 4 and few["folds"] == 4  # leave one patient out
+    one = artefacts.artefact_detectability(slices, planted, source, sigmas, source_patients=np.repeat(["a"], 40), **kw)
+    assert one["unit"] == "source images" and one["n_units"] == 40  # one patient is no unit to resample
     with pytest.raises(Exception, match="one entry per original"):
         artefacts.artefact_detectability(slices, planted, source, sigmas, source_patients=patients[:5], **kw)

@@ -170,17 +170,16 @@ def detectability_from_features(
         raise EvaluationError(f"artefact check needs at least {2 * folds} originals and one generated image; got {n} and {len(x_generated)}")
     X = np.concatenate([x_original, x_generated])
     y = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(len(x_generated), dtype=np.int64)])
-    if source_patients is None:
-        unit_of_source, unit = np.arange(n), "source images"
-    else:
+    unit_of_source, unit = np.arange(n), "source images"
+    if source_patients is not None:
         source_patients = np.asarray(source_patients)
         if source_patients.shape != (n,):
             raise EvaluationError(f"source_patients must have one entry per original ({n}); got shape {source_patients.shape}")
-        unit_of_source = np.unique(source_patients.astype(str), return_inverse=True)[1].astype(np.int64)
-        unit = "patients"
+        by_patient = np.unique(source_patients.astype(str), return_inverse=True)[1].reshape(-1).astype(np.int64)
+        if by_patient.max() >= 1:  # two patients at least: else the patient is no unit to resample
+            unit_of_source, unit = by_patient, "patients"
     n_units = int(unit_of_source.max()) + 1
-    if n_units < folds:
-        raise EvaluationError(f"artefact check needs at least {folds} {unit}; got {n_units}")
+    folds = min(folds, n_units)  # a few patients: one fold each (leave-one-patient-out)
     group = unit_of_source[np.concatenate([np.arange(n), source_index])]
     rng = np.random.default_rng(seed)
     fold_of_unit = np.empty(n_units, dtype=np.int64)

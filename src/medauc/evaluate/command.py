@@ -77,6 +77,7 @@ from medauc import fileio, runs
 from medauc.config import Config
 from medauc.errors import EvaluationError
 from medauc.evaluate.compare import evaluate_predictions
+from medauc.evaluate.decision import write_decision  # noqa: F401  (also medauc.evaluate.command.write_decision, as documented)
 from medauc.evaluate.paired import COMPARISON_FIELDS
 
 log = logging.getLogger(__name__)
@@ -175,33 +176,6 @@ def compute(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         fileio.write_json(run_dir / "external.json", evaluate_external(cfg, run_dir, result, entries, vals))
     log.info("evaluate: %s", result["question_1"]["answer"])
     return fileio.read_json(run_dir / "metrics.json")
-
-
-def write_decision(folder: str | Path, decision: dict[str, Any], name: str = "decision") -> dict[str, str]:
-    """Write one set's decision curve analysis (``{seed: decision_analysis(...)}``) into ``folder``:
-    ``<name>.json`` (settings and the table with CIs), ``<name>.csv`` (the table, flat) and
-    ``<name>_curves.csv`` (the figure's curves). ``name``: "decision" for the test set (another name
-    per external set). Returns the three paths."""
-    from medauc.evaluate.decision import TABLE_FIELDS, table_csv_rows
-
-    folder = Path(folder)
-    table_rows: list[dict[str, Any]] = []
-    curve_rows: list[dict[str, Any]] = []
-    for seed, analysis in decision.items():
-        table_rows += table_csv_rows(analysis["table"], seed)
-        curve_rows += [{"seed": seed, **r} for r in analysis["curve"]]
-    files = {"json": folder / f"{name}.json", "table": folder / f"{name}.csv", "curves": folder / f"{name}_curves.csv"}
-    fileio.write_csv(files["table"], table_rows, TABLE_FIELDS)
-    fileio.write_csv(files["curves"], curve_rows,
-                     ["seed", "model", "prevalence", "threshold", "net_benefit", "treat_all", "treat_none"])
-    first = next(iter(decision.values()), {})
-    fileio.write_json(files["json"], {
-        "schema": "medauc.decision/1",
-        **{k: first.get(k) for k in ("prevalence_own", "prevalences", "table_thresholds", "level", "n_bootstrap", "unit")},
-        "table_file": files["table"].name, "curves_file": files["curves"].name,
-        "seeds": {seed: {"table": a["table"]} for seed, a in decision.items()},
-    })
-    return {k: str(v) for k, v in files.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medauc import fileio
 from medauc.errors import EvaluationError
 from medauc.evaluate.bootstrap import bootstrap_many, estimate_cell
 from medauc.evaluate.predictions import Predictions
@@ -228,3 +230,28 @@ def table_csv_rows(table: list[dict[str, Any]], seed: int | str | None = None) -
             row[f], row[f"{f}_low"], row[f"{f}_high"] = r[f]["value"], r[f]["low"], r[f]["high"]
         out.append(row)
     return out
+
+
+def write_decision(folder: str | Path, decision: dict[str, Any], name: str = "decision") -> dict[str, str]:
+    """Write one set's decision curve analysis (``{seed: decision_analysis(...)}``) into ``folder``:
+    ``<name>.json`` (settings and the table with CIs), ``<name>.csv`` (the table, flat) and
+    ``<name>_curves.csv`` (the figure's curves). ``name``: "decision" for the test set (another name
+    per external set). Returns the three paths."""
+    folder = Path(folder)
+    table_rows: list[dict[str, Any]] = []
+    curve_rows: list[dict[str, Any]] = []
+    for seed, analysis in decision.items():
+        table_rows += table_csv_rows(analysis["table"], seed)
+        curve_rows += [{"seed": seed, **r} for r in analysis["curve"]]
+    files = {"json": folder / f"{name}.json", "table": folder / f"{name}.csv", "curves": folder / f"{name}_curves.csv"}
+    fileio.write_csv(files["table"], table_rows, TABLE_FIELDS)
+    fileio.write_csv(files["curves"], curve_rows,
+                     ["seed", "model", "prevalence", "threshold", "net_benefit", "treat_all", "treat_none"])
+    first = next(iter(decision.values()), {})
+    fileio.write_json(files["json"], {
+        "schema": "medauc.decision/1",
+        **{k: first.get(k) for k in ("prevalence_own", "prevalences", "table_thresholds", "level", "n_bootstrap", "unit")},
+        "table_file": files["table"].name, "curves_file": files["curves"].name,
+        "seeds": {seed: {"table": a["table"]} for seed, a in decision.items()},
+    })
+    return {k: str(v) for k, v in files.items()}

@@ -36,6 +36,7 @@ from medauc.config import Config, replace
 from medauc.errors import EvaluationError
 from medauc.evaluate.bootstrap import estimate_cell, weight_chunks
 from medauc.evaluate.compare import evaluate_predictions
+from medauc.evaluate.decision import write_decision
 from medauc.evaluate.metrics import LOWER_IS_BETTER
 from medauc.evaluate.paired import Entry
 from medauc.external.spec import external_sets
@@ -120,9 +121,7 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
                       vals: dict[str, dict[int, Path]]) -> dict[str, Any]:
     """``external.json`` (module docstring) from the internal results (``metrics.json`` and its entries);
     each site's decision curve analysis goes to ``decision_external-<name>.json``, ``.csv``, ``_curves.csv`` beside
-    the test set's (:func:`medauc.evaluate.command.write_decision`)."""
-    from medauc.evaluate.command import write_decision
-
+    the test set's (:func:`medauc.evaluate.decision.write_decision`)."""
     run_dir = Path(run_dir)
     ev = cfg.evaluate
     inside = {(e.model, e.seed): e for e in entries}

@@ -127,7 +127,7 @@ def _prevalence_label(key: str, own: float | None, name: str = "test set") -> st
 def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decision", set_label: str = "test set") -> None:
     """Decision curves (one panel per prevalence) and the net-benefit table at a few thresholds of one set.
 
-    ``name``: the files :func:`medauc.evaluate.command.write_decision` wrote (``<name>.json``,
+    ``name``: the files :func:`medauc.evaluate.decision.write_decision` wrote (``<name>.json``,
     ``<name>_curves.csv``); ``set_label``: what the set is called ("test set", an external site's name).
     Its results go to ``results[name]``."""
     doc = ctx.doc
