@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 
 from medauc.cli import main
 from medauc.fileio import read_json
+from cache_env import cache_at
 from medical_data import PLANTED, dicom_dataset, planted_hits, write_dicom, write_sr
 
 MODELS = ("test_resnet", "test_vit")  # the smoke config's: a CNN and a transformer
@@ -21,16 +21,9 @@ MODELS = ("test_resnet", "test_vit")  # the smoke config's: a CNN and a transfor
 def run(tmp_path_factory):
     """A smoke run without augmentation (check e's card text is tested on test_pipeline's full run)."""
     root = tmp_path_factory.mktemp("deploy")
-    old = os.environ.get("MEDAUC_CACHE")
-    os.environ["MEDAUC_CACHE"] = str(root / "cache")
-    try:
+    with cache_at(root / "cache"):
         assert main(["run", "--config", "smoke", "--out", str(root / "run"), "augment.enabled=false",
                      "explain.max_images=8"]) == 0
-    finally:
-        if old is None:
-            os.environ.pop("MEDAUC_CACHE", None)
-        else:
-            os.environ["MEDAUC_CACHE"] = old
     return root / "run"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cache_env import cache_at
 from medauc import preflight, stages
 from medauc.answers import question_five
 from medauc.config import PhantomConfig, load_config, replace
@@ -149,9 +150,7 @@ def test_question_five_names_an_overlapping_set_and_no_set():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("external")
-    old = os.environ.get("MEDAUC_CACHE")
-    os.environ["MEDAUC_CACHE"] = str(root / "cache")
-    try:
+    with cache_at(root / "cache"):
         cfg = load_config("smoke", ["augment.enabled=false", "train.epochs=1", "evaluate.n_bootstrap=50"])
         run = root / "run"
         stages.run("phantom", cfg, run)
@@ -166,11 +165,6 @@ def trained(tmp_path_factory):
         cfg = replace(cfg, **{"evaluate.external": {"dup": str(dup), "site_b": "phantom:b:24"}})
         stages.run("external", cfg, run)
         yield run, cfg, dup
-    finally:
-        if old is None:
-            os.environ.pop("MEDAUC_CACHE", None)
-        else:
-            os.environ["MEDAUC_CACHE"] = old
 
 
 def test_every_model_predicts_every_set_and_a_duplicate_set_is_flagged(trained):
