@@ -10,8 +10,10 @@ work a GPU user waits for on the CPU.
 
 Each stage runs as its own `medauc <stage>` command under `/usr/bin/time -v`, so its wall time,
 CPU seconds (user + system: less disturbed by neighbours on shared cores) and peak RSS are its
-own. The `medauc` command sets the allocator tunables itself (medauc.allocator). Writes
-`benchmarks/results/study_scale.md` (the table, with the run folder's size on disk).
+own. The `medauc` command sets the allocator tunables itself (medauc.allocator). Each size's
+measurements are kept in `benchmarks/results/study_scale_<n>.json`; `study_scale.md` is rebuilt from
+all of them (a table a size, with the run folder's size on disk) and, from the two largest, fits each
+stage's peak at 70,000 images (`--table` rebuilds it without running anything).
 
 `--growth` times the augment checks (b, c, d: generation-side accumulation, the nearest-other
 search, the artefact classifier) on synthetic 64-px images for data sets of 1k, 3k, 7k and 21k
@@ -74,37 +76,83 @@ def study(phantom: Path, out: Path, medauc: str) -> None:
         r = _time_v(cmd, log)
         rows.append({"stage": stage, **r})
         print(f"study_scale: {stage}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU, peak {r['peak_gb']:.2f} GB", flush=True)
-    sizes = _du(out)
     audit = json.loads((out / "data_audit.json").read_text())
-    lines = [
-        "# The study at its real size (benchmarks/study_scale.py)",
-        "",
-        f"`medauc <stage> --config study` on {audit['n_images']} phantom images at 224 px, with the models tiny "
-        f"({' '.join(TINY)}); each stage a separate command under `/usr/bin/time -v`.",
-        "",
-        "| stage | wall s | CPU s (user+sys) | of which kernel s | peak RSS GB |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['stage']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['kernel_s']:.0f} | {r['peak_gb']:.2f} |" for r in rows]
-    lines += [
-        f"| **all** | {sum(r['wall_s'] for r in rows):.0f} | {sum(r['cpu_s'] for r in rows):.0f} | "
-        f"{sum(r['kernel_s'] for r in rows):.0f} | {max(r['peak_gb'] for r in rows):.2f} (max) |",
-        "",
-        "Split (images per class and split):",
-        "",
-        "```",
-        json.dumps(audit["counts"]),
-        "```",
-        "",
-        f"Run folder on disk: {sum(sizes.values()):.0f} MB ("
-        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if v >= 1) + ").",
-    ]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    run = {"n_images": int(audit["n_images"]), "commit": commit, "date": time.strftime("%Y-%m-%d"),
+           "stages": rows, "counts": audit["counts"], "disk_mb": _du(out), "note": ""}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    (RESULTS.parent / f"study_scale_{run['n_images']}.json").write_text(json.dumps(run, indent=1) + "\n")
+    write_results()
+    print(RESULTS.read_text())
+
+
+def _runs() -> list[dict]:
+    """Every measured size (benchmarks/results/study_scale_<n>.json), smallest first."""
+    runs = [json.loads(p.read_text()) for p in RESULTS.parent.glob("study_scale_*.json")]
+    return sorted(runs, key=lambda r: r["n_images"])
+
+
+def fit_peaks(runs: list[dict], target: int = 70_000) -> list[dict]:
+    """Each stage's peak RSS at ``target`` images from the two largest measured sizes.
+
+    Two fits, and the larger is the estimate: a straight line through the two points (what a stage
+    that holds a per-image amount grows by) and a power law (log peak on log images), whose exponent
+    says how the peak grows. A stage whose peak does not grow gives the measured peak.
+    """
+    import numpy as np
+
+    a, b = runs[-2], runs[-1]
+    peaks = {r["n_images"]: {s["stage"]: s["peak_gb"] for s in r["stages"]} for r in (a, b)}
+    out = []
+    for stage in [s["stage"] for s in b["stages"]]:
+        if stage not in peaks[a["n_images"]]:
+            continue
+        x = np.array([a["n_images"], b["n_images"]], float)
+        y = np.array([peaks[a["n_images"]][stage], peaks[b["n_images"]][stage]])
+        slope = (y[1] - y[0]) / (x[1] - x[0])
+        line = y[1] + slope * (target - x[1])
+        exponent = float(np.log(y[1] / y[0]) / np.log(x[1] / x[0]))
+        power = y[1] * (target / x[1]) ** exponent
+        out.append({"stage": stage, "peak_a": y[0], "peak_b": y[1], "gb_per_1k": 1000 * slope, "exponent": exponent,
+                    "at_target": float(max(line, power, y[1]))})
+    return out
+
+
+def write_results(target: int = 70_000) -> None:
+    """benchmarks/results/study_scale.md from every measured size, the fit, and --growth's section."""
+    runs = _runs()
+    lines = ["# The study at its real size (benchmarks/study_scale.py)", "",
+             f"`medauc <stage> --config study` on phantom images at 224 px, with the models tiny ({' '.join(TINY)}); "
+             "each stage a separate command under `/usr/bin/time -v`. One table a data-set size.", ""]
+    for r in runs:
+        lines += [f"## {r['n_images']:,} images (commit {r['commit']}, {r['date']})", "",
+                  "| stage | wall s | CPU s (user+sys) | of which kernel s | peak RSS GB |", "|---|---|---|---|---|"]
+        st = r["stages"]
+        lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['kernel_s']:.0f} | {s['peak_gb']:.2f} |" for s in st]
+        lines += [f"| **all** | {sum(s['wall_s'] for s in st):.0f} | {sum(s['cpu_s'] for s in st):.0f} | "
+                  f"{sum(s['kernel_s'] for s in st):.0f} | {max(s['peak_gb'] for s in st):.2f} (max) |", "",
+                  "Split (images per class and split):", "", "```", json.dumps(r["counts"]), "```", "",
+                  f"Run folder on disk: {sum(r['disk_mb'].values()):.0f} MB ("
+                  + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["disk_mb"].items(), key=lambda kv: -kv[1]) if v >= 1) + ")."]
+        if r.get("note"):
+            lines += ["", r["note"]]
+        lines.append("")
+    if len(runs) >= 2:
+        fit = fit_peaks(runs, target)
+        a, b = runs[-2]["n_images"], runs[-1]["n_images"]
+        lines += [f"## Peak RSS at {target:,} images, fitted over {a:,} and {b:,}", "",
+                  "Per stage the larger of a straight line and a power law through the two measured peaks "
+                  "(`fit_peaks`); the exponent is the power law's.", "",
+                  f"| stage | peak at {a:,} GB | peak at {b:,} GB | GB per 1,000 images | exponent | at {target:,} GB |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {f['stage']} | {f['peak_a']:.2f} | {f['peak_b']:.2f} | {f['gb_per_1k']:.3f} | {f['exponent']:.2f} | "
+                  f"{f['at_target']:.2f} |" for f in fit]
+        lines += ["", f"Largest: {max(f['at_target'] for f in fit):.2f} GB "
+                  f"({max(fit, key=lambda f: f['at_target'])['stage']}).", ""]
     marker = "\n## Growth of augment's checks"  # --growth's section is kept
     old = RESULTS.read_text() if RESULTS.is_file() else ""
     kept = marker + old.split(marker, 1)[1] if marker in old else ""
-    RESULTS.write_text("\n".join(lines) + "\n" + kept)
-    print(RESULTS.read_text())
+    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n" + kept)
 
 
 def _checks_once(n_images: int, size: int = 64) -> dict[str, float]:
@@ -163,10 +211,15 @@ def main() -> None:
     ap.add_argument("--phantom", type=Path, help="a phantom folder (medauc phantom --config study --n 7023)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "study-scale")
     ap.add_argument("--growth", action="store_true", help="time augment's checks at 1k..21k images instead")
+    ap.add_argument("--table", action="store_true", help="only rewrite study_scale.md from the measured sizes' JSON")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     if args.growth:
         growth()
+        return
+    if args.table:
+        write_results()
+        print(RESULTS.read_text())
         return
     if args.phantom is None:
         raise SystemExit("give --phantom DIR: make one with `medauc phantom --config study --n 7023` (its folder is printed)")
