@@ -103,6 +103,7 @@ def fit_peaks(runs: list[dict], target: int = 70_000) -> list[dict]:
 
     a, b = runs[-2], runs[-1]
     peaks = {r["n_images"]: {s["stage"]: s["peak_gb"] for s in r["stages"]} for r in (a, b)}
+    cpu = {r["n_images"]: {s["stage"]: s.get("cpu_s") for s in r["stages"]} for r in (a, b)}
     out = []
     for stage in [s["stage"] for s in b["stages"]]:
         if stage not in peaks[a["n_images"]]:
@@ -113,8 +114,10 @@ def fit_peaks(runs: list[dict], target: int = 70_000) -> list[dict]:
         line = y[1] + slope * (target - x[1])
         exponent = float(np.log(y[1] / y[0]) / np.log(x[1] / x[0]))
         power = y[1] * (target / x[1]) ** exponent
+        ca, cb = cpu[a["n_images"]][stage], cpu[b["n_images"]][stage]
+        cpu_exponent = float(np.log(cb / ca) / np.log(x[1] / x[0])) if ca and cb else float("nan")
         out.append({"stage": stage, "peak_a": y[0], "peak_b": y[1], "gb_per_1k": 1000 * slope, "exponent": exponent,
-                    "at_target": float(max(line, power, y[1]))})
+                    "at_target": float(max(line, power, y[1])), "cpu_exponent": cpu_exponent})
     return out
 
 
@@ -142,11 +145,13 @@ def write_results(target: int = 70_000) -> None:
         a, b = runs[-2]["n_images"], runs[-1]["n_images"]
         lines += [f"## Peak RSS at {target:,} images, fitted over {a:,} and {b:,}", "",
                   "Per stage the larger of a straight line and a power law through the two measured peaks "
-                  "(`fit_peaks`); the exponent is the power law's.", "",
-                  f"| stage | peak at {a:,} GB | peak at {b:,} GB | GB per 1,000 images | exponent | at {target:,} GB |",
-                  "|---|---|---|---|---|---|"]
+                  "(`fit_peaks`); the exponent is the power law's. The last column is the growth exponent of the "
+                  "stage's CPU seconds between the two sizes (training is capped at 512 images here, so its "
+                  "CPU is mostly prediction).", "",
+                  f"| stage | peak at {a:,} GB | peak at {b:,} GB | GB per 1,000 images | exponent | at {target:,} GB "
+                  "| CPU s exponent |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {f['stage']} | {f['peak_a']:.2f} | {f['peak_b']:.2f} | {f['gb_per_1k']:.3f} | {f['exponent']:.2f} | "
-                  f"{f['at_target']:.2f} |" for f in fit]
+                  f"{f['at_target']:.2f} | {f['cpu_exponent']:.2f} |" for f in fit]
         lines += ["", f"Largest: {max(f['at_target'] for f in fit):.2f} GB "
                   f"({max(fit, key=lambda f: f['at_target'])['stage']}).", ""]
     marker = "\n## Growth of augment's checks"  # --growth's section is kept

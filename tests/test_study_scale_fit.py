@@ -13,7 +13,7 @@ _spec.loader.exec_module(study_scale)
 
 
 def _run(n, peaks):
-    return {"n_images": n, "stages": [{"stage": s, "peak_gb": p} for s, p in peaks.items()]}
+    return {"n_images": n, "stages": [{"stage": s, "peak_gb": p, "cpu_s": n / 100} for s, p in peaks.items()]}
 
 
 def test_fit_takes_the_larger_of_line_and_power_law():
@@ -30,3 +30,8 @@ def test_fit_uses_the_two_largest_sizes_and_skips_stages_missing_from_one():
     runs = [_run(1000, {"a": 50.0}), _run(7000, {"a": 1.0}), _run(21000, {"a": 1.0, "new": 3.0})]
     fit = study_scale.fit_peaks(runs, 70_000)
     assert [f["stage"] for f in fit] == ["a"] and fit[0]["at_target"] == pytest.approx(1.0)
+
+
+def test_cpu_exponent_is_the_log_log_slope_of_cpu_seconds():
+    fit = study_scale.fit_peaks([_run(7000, {"a": 1.0}), _run(21000, {"a": 1.0})], 70_000)
+    assert fit[0]["cpu_exponent"] == pytest.approx(1.0)  # cpu_s = n / 100: linear
