@@ -28,7 +28,7 @@ def test_missing_local_weights_are_refused_before_training(tmp_path, capsys):
 
 def test_unreachable_pretrained_weights_are_refused_before_any_stage(tmp_path, capsys, monkeypatch):
     # was: --config study ran prepare and augment (124 s) before finding that they cannot be fetched
-    import huggingface_hub
+    import huggingface_hub.constants  # a lazy submodule: imported here, not only once timm has loaded it
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))

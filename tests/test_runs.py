@@ -27,12 +27,24 @@ def test_same_config_reopens_different_config_needs_force(tmp_path):
     run = open_run(tmp_path / "r", cfg)
     assert open_run(run, cfg) == run  # same config: continue
     other = load_config("smoke", ["seed=1"])
-    with pytest.raises(RunFolderError, match="--force"):
+    with pytest.raises(RunFolderError, match=r"different configuration \(changed: seed: 0 -> 1\); pass --force"):
         open_run(run, other)
     assert "seed: 0" in (run / "config.yaml").read_text()  # untouched
     open_run(run, other, force=True)
     assert "seed: 1" in (run / "config.yaml").read_text()
     assert "seed: 0" in (run / "config.previous.yaml").read_text()  # nothing lost
+
+
+def test_config_changes_names_nested_added_and_removed_settings():
+    from medauc.runs import config_changes
+
+    old = "seed: 0\nevaluate:\n  external: {}\n  level: 0.95\ntrain:\n  epochs: 8\n"
+    new = "seed: 0\nevaluate:\n  external:\n    site_b: phantom:b\n  level: 0.95\ntrain:\n  epochs: 8\n  jobs: 2\n"
+    assert config_changes(old, new) == ("changed: evaluate.external: {} -> (unset); evaluate.external.site_b: (unset) -> "
+                                        "phantom:b; train.jobs: (unset) -> 2")
+    many = "\n".join(f"k{i}: {i}" for i in range(6))
+    assert config_changes("", many, most=2).endswith("; and 4 more")
+    assert config_changes("seed: 0", "seed:   0") == "the same settings written differently"
 
 
 def test_out_that_is_a_file_is_refused(tmp_path):

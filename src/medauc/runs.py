@@ -54,7 +54,7 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
         if old != cfg_text and _resolved_old(old, run_dir) != cfg_text:
             if not force:
                 raise RunFolderError(
-                    f"{run_dir} already holds a run with a different configuration; "
+                    f"{run_dir} already holds a run with a different configuration ({config_changes(old, cfg_text)}); "
                     "pass --force to reuse it (stages whose inputs changed are recomputed), "
                     "or choose another --out"
                 )
@@ -65,6 +65,27 @@ def open_run(out: str | os.PathLike[str] | None, cfg: Config, force: bool = Fals
     except OSError as exc:
         raise _unwritable(run_dir, exc) from exc
     return run_dir
+
+
+def _flat(d: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(d, dict) or (not d and prefix):  # an empty mapping is a value ("external: {}")
+        return {prefix: d}
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_changes(old: str, new: str, most: int = 4) -> str:
+    """The settings two ``config.yaml`` texts differ in, as ``key: old -> new`` (at most ``most`` named)."""
+    try:
+        a, b = _flat(yaml.safe_load(old) or {}), _flat(yaml.safe_load(new) or {})
+    except yaml.YAMLError:
+        return "the folder's config.yaml does not parse"
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "(unset)") != b.get(k, "(unset)"))
+    shown = [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys[:most]]
+    more = f"; and {len(keys) - most} more" if len(keys) > most else ""
+    return ("changed: " + "; ".join(shown) + more) if keys else "the same settings written differently"
 
 
 def _written_copy(run_dir: Path) -> Path:
