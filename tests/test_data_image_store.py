@@ -58,3 +58,49 @@ def test_a_zeroed_or_truncated_shard_is_decoded_again_not_read(tmp_path, files, 
     shard = next((cache / "images-16").glob("*.npy"))
     shard.write_bytes(shard.read_bytes()[:200])  # truncated
     assert torch.equal(load_images(files, 16, cache), good)
+
+
+def test_missing_images_are_decoded_and_stored_a_block_at_a_time(tmp_path, files, monkeypatch):
+    import medauc.data.image_store as store
+
+    monkeypatch.setattr(store, "BLOCK", 4)
+    whole = load_images(files, 16, None)  # no cache: decoded at once
+    seen = _counting(monkeypatch)
+    cache = tmp_path / "cache"
+    assert torch.equal(load_images(files, 16, cache), whole)
+    shards = sorted(np.load(p).shape[0] for p in (cache / "images-16").glob("*.npy"))
+    assert shards == [2, 4] and len(seen) == 6  # six images in blocks of four, each decoded once
+    assert torch.equal(load_images(files[::-1], 16, cache), whole.flip(0)) and len(seen) == 6
+
+
+def test_a_lazy_set_reads_the_rows_asked_for_and_equals_the_images(tmp_path, files, monkeypatch):
+    import pickle
+
+    import medauc.data.image_store as store
+
+    monkeypatch.setattr(store, "BLOCK", 4)
+    cache = tmp_path / "cache"
+    load_images(files[:3], 16, cache)  # a first shard
+    order = [files[5], files[0], files[2], files[4], files[0], files[1]]  # spans every shard, one file twice
+    whole = load_images(order, 16, cache)
+    lazy = load_images(order, 16, cache, lazy=True)
+    assert isinstance(lazy, store.ShardImages) and len(lazy) == 6 and lazy.shape == (6, 16, 16)
+    for idx in (torch.tensor([5, 0, 3]), np.array([1, 4]), slice(1, 5), slice(None, None, -1), 2, torch.arange(6)):
+        got = lazy[idx]
+        ref = whole.numpy()[idx.numpy() if isinstance(idx, torch.Tensor) else idx]
+        assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), ref), idx
+    # what a training process receives: shard names and row numbers, not the images
+    assert len(pickle.dumps(lazy)) < whole.numel() // 2
+
+
+def test_predictions_from_a_lazy_set_equal_those_from_memory(tmp_path, files):
+    from medauc.classify.models import InputTransform
+    from medauc.classify.predict import predict_logits
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+    meta = {"mean": [0.5] * 3, "std": [0.25] * 3, "in_chans": 3}
+    cache = tmp_path / "cache"
+    eager = predict_logits(net, load_images(files, 16, cache), InputTransform(meta), batch_size=4)
+    lazy = predict_logits(net, load_images(files, 16, cache, lazy=True), InputTransform(meta), batch_size=4)
+    assert torch.equal(eager, lazy)

@@ -103,7 +103,7 @@ def predict_manifest(
     labels = list(df["label"].astype(str))
     # image_set checks labels against the classes; unknown labels are allowed here, so map them away.
     frame = df.assign(label=classes[0])
-    s = image_set(frame, classes, int(meta["image_size"]), cache_dir, base)
+    s = image_set(frame, classes, int(meta["image_size"]), cache_dir, base, lazy=cache_dir is not None)
     logits = predict_logits(model, s.images, InputTransform(meta), batch_size)
     pred = predictions_frame(s.image_ids, labels, logits, classes, known_subjects(df))
     write_csv(out_csv, pred.to_dict("records"), list(pred.columns))

@@ -124,13 +124,14 @@ def train_stage(
     base = manifest_path.parent
     size = cfg.data.image_size
 
-    def load(frame: pd.DataFrame, desc: str) -> ImageSet:
-        # Rank 0 decodes and writes the cache; the other ranks then read it.
+    def load(frame: pd.DataFrame, desc: str, lazy: bool = True) -> ImageSet:
+        # Rank 0 decodes and writes the cache; the other ranks then read it. Every set but the training
+        # set is only predicted, a chunk at a time: it is read from the cache as it is asked for (lazy).
         if d.is_main:
-            s = image_set(frame, classes, size, cache_dir, base, cfg.data.workers, desc)
+            s = image_set(frame, classes, size, cache_dir, base, cfg.data.workers, desc, lazy=lazy)
         ddp.barrier(d)
         if not d.is_main:
-            s = image_set(frame, classes, size, cache_dir, base, 1, desc)
+            s = image_set(frame, classes, size, cache_dir, base, 1, desc, lazy=lazy)
         return s
 
     split = df["split"].astype(str)
@@ -149,7 +150,7 @@ def train_stage(
         if name in ("train", "val", "test"):
             raise DataError(f"extra_sets: {name!r} clashes with a split name; choose another name")
         sets[name] = frame
-    train = load(train_df, "decode train")
+    train = load(train_df, "decode train", lazy=False)
     loaded = {name: load(frame, f"decode {name}") for name, frame in sets.items()}
 
     tasks = [(model_name, seed) for model_name in models for seed in cfg.train.seeds]

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from medauc.progress import progress_bar
 
-from medauc.data.image_store import ImageStore
+from medauc.data.image_store import ImageStore, ShardImages
 from medauc.data.images import load_image, resize, to_uint8
 from medauc.errors import DataError
 
@@ -59,10 +59,13 @@ def load_images(
     sha256: Sequence[str] | None = None,
     workers: int = 1,
     desc: str = "decode images",
-) -> torch.Tensor:
+    lazy: bool = False,
+) -> torch.Tensor | ShardImages:
     """Image files -> uint8 tensor (N, size, size), from the disk cache when it is there.
 
-    ``cache_dir=None`` decodes without caching. ``workers`` threads decode in parallel
+    ``cache_dir=None`` decodes without caching. ``lazy`` (with a cache): a
+    :class:`~medauc.data.image_store.ShardImages` that reads the rows asked for from the cache, for a
+    set that is only predicted a chunk at a time (its memory does not grow with the set). ``workers`` threads decode in parallel
     (PIL releases the GIL while decoding). No paths: an empty tensor, and no cache file.
     Stages that compute on float images read them through :func:`uint8_to_float`.
     """
@@ -81,7 +84,8 @@ def load_images(
     if cache_dir is None:
         return torch.from_numpy(decode(list(range(len(paths)))))
     keys = [_file_key(p, sha256[i] if sha256 is not None else None) for i, p in enumerate(paths)]
-    return torch.from_numpy(ImageStore(cache_dir, size).get(keys, decode))
+    got = ImageStore(cache_dir, size).get(keys, decode, lazy=lazy)
+    return got if lazy else torch.from_numpy(got)
 
 
 def uint8_to_float(images: torch.Tensor) -> np.ndarray:
@@ -92,11 +96,12 @@ def uint8_to_float(images: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class ImageSet:
-    """One split in memory: images uint8 (N, S, S), labels int64 (N,) indexing ``classes``."""
+    """One split: images uint8 (N, S, S) (in memory, or read from the cache a chunk at a time), labels
+    int64 (N,) indexing ``classes``."""
 
     image_ids: list[str]
     labels: torch.Tensor
-    images: torch.Tensor
+    images: torch.Tensor | ShardImages
     classes: list[str]
     frame: pd.DataFrame  # the manifest rows, in the same order
 
@@ -123,8 +128,11 @@ def image_set(
     base: str | os.PathLike[str] | None = None,
     workers: int = 1,
     desc: str = "decode images",
+    lazy: bool = False,
 ) -> ImageSet:
-    """Manifest rows -> an :class:`ImageSet` at ``size`` px (labels outside ``classes`` are a DataError)."""
+    """Manifest rows -> an :class:`ImageSet` at ``size`` px (labels outside ``classes`` are a DataError).
+
+    ``lazy``: the images stay in the cache and are read a request at a time (see :func:`load_images`)."""
     unknown = sorted(set(df["label"].astype(str)) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not among the model's classes {classes}; fix the manifest or data.classes")
@@ -134,5 +142,5 @@ def image_set(
     if "sha256" in df.columns:
         col = df["sha256"].fillna("").astype(str)
         sha = list(col) if (col.str.len() > 0).all() else None
-    images = load_images(resolve_paths(df, base), size, cache_dir, sha, workers, desc)
+    images = load_images(resolve_paths(df, base), size, cache_dir, sha, workers, desc, lazy=lazy)
     return ImageSet(list(df["image_id"].astype(str)), labels, images, list(classes), df.reset_index(drop=True))

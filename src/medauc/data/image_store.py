@@ -3,7 +3,7 @@
 ``cache/images-<S>/`` holds shards (``<hash>.npy``, uint8 (k, S, S)) and ``index.json``, which maps
 each image's key (its path with its content hash, or its size and modification time) to a shard and
 a row, and records every shard's sha256. A request decodes only the images no shard holds yet and
-writes them as one new shard; the images of every stage (training splits, the augment stage's
+writes them as new shards (``BLOCK`` images each); the images of every stage (training splits, the augment stage's
 subsets, the strategies' sets, explain) are then one copy on disk, not one per request. A shard
 whose bytes no longer match its recorded sha256 (zeroed, truncated, edited) is dropped with its
 index entries and its images decoded again: a damaged cache is never read as images. Processes
@@ -20,10 +20,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medauc.fileio import atomic_path, file_sha256, write_json
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +73,15 @@ class ImageStore:
             return None
         return arr
 
-    def get(self, keys: Sequence[str], decode: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    def get(self, keys: Sequence[str], decode: Callable[[list[int]], np.ndarray], lazy: bool = False) -> np.ndarray | ShardImages:
         """uint8 (N, S, S) for the images ``keys`` (one string per image; equal keys, equal images).
 
         ``decode(positions)`` returns the images at those positions of ``keys`` (k, S, S) for the
-        ones not in the store; they are stored as one new shard before being returned.
+        ones not in the store; they are decoded and stored in blocks of ``BLOCK`` images (a shard each)
+        before being returned. ``lazy``: a :class:`ShardImages` that reads the rows a request asks for
+        from the shards, so a set only predicted (a chunk at a time) is never held in memory whole.
         """
         ids = [hashlib.sha256(k.encode()).hexdigest()[:24] for k in keys]
-        out = np.empty((len(keys), self.size, self.size), dtype=np.uint8)
         with self._locked() as index:
             where: dict[str, tuple[str, int]] = {}
             shards: dict[str, np.ndarray | None] = {}
@@ -102,24 +107,69 @@ class ImageStore:
                 first = {}
                 for pos, i in enumerate(ids):
                     first.setdefault(i, pos)
-                new = np.ascontiguousarray(decode([first[i] for i in missing_ids]), dtype=np.uint8)
-                name = hashlib.sha256("\n".join(missing_ids).encode()).hexdigest()[:16] + ".npy"
-                with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as fh:
-                    np.save(fh, new, allow_pickle=False)
-                index["shards"][name] = file_sha256(self.dir / name)
-                for row, i in enumerate(missing_ids):
-                    index["images"][i] = [name, row]
-                    where[i] = (name, row)
-                shards[name] = new
-            if bad or missing_ids:
+                for start in range(0, len(missing_ids), BLOCK):  # one block in memory at a time
+                    block = missing_ids[start : start + BLOCK]
+                    new = np.ascontiguousarray(decode([first[i] for i in block]), dtype=np.uint8)
+                    name = hashlib.sha256("\n".join(block).encode()).hexdigest()[:16] + ".npy"
+                    with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as fh:
+                        np.save(fh, new, allow_pickle=False)
+                    index["shards"][name] = file_sha256(self.dir / name)
+                    for row, i in enumerate(block):
+                        index["images"][i] = [name, row]
+                        where[i] = (name, row)
+                    del new
                 self._save(index)
-        by_shard: dict[str, list[int]] = {}
-        for pos, i in enumerate(ids):
-            by_shard.setdefault(where[i][0], []).append(pos)
-        for name, positions in by_shard.items():
-            rows = np.array([where[ids[p]][1] for p in positions])
-            out[positions] = shards[name][rows]
-        return out
+            elif bad:
+                self._save(index)
+        names = sorted({where[i][0] for i in ids})
+        number = {n: k for k, n in enumerate(names)}
+        view = ShardImages(self.dir, self.size, names, np.array([number[where[i][0]] for i in ids], dtype=np.int64),
+                           np.array([where[i][1] for i in ids], dtype=np.int64))
+        return view if lazy else view[np.arange(len(ids))].numpy()
 
 
-__all__ = ["ImageStore"]
+BLOCK = 2048  # images decoded (and written as one shard) at a time: 100 MB at 224 px
+
+
+class ShardImages:
+    """uint8 images (N, S, S) in a cache's shards, read a request at a time (``view[idx]`` -> a tensor).
+
+    Indexing with an int, a slice, or an integer array or tensor returns a uint8 tensor of those rows;
+    each shard is mapped only while its rows are copied out, so what stays in memory is the request's
+    rows. Small to pickle (shard names and row numbers), so a training process receives it cheaply.
+    """
+
+    dtype = np.uint8
+
+    def __init__(self, folder: Path, size: int, names: list[str], shard: np.ndarray, row: np.ndarray) -> None:
+        self.folder, self.size, self.names, self.shard, self.row = Path(folder), size, names, shard, row
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.row), self.size, self.size)
+
+    def __getitem__(self, idx: object) -> torch.Tensor:
+        import torch
+
+        if isinstance(idx, slice):
+            pos = np.arange(len(self))[idx]
+        else:
+            pos = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+            if pos.ndim == 0:
+                return self[pos.reshape(1)][0]
+        out = np.empty((len(pos), self.size, self.size), dtype=np.uint8)
+        shard = self.shard[pos]
+        for k in np.unique(shard):
+            take = np.flatnonzero(shard == k)
+            arr = np.load(self.folder / self.names[k], mmap_mode="r", allow_pickle=False)
+            rows = self.row[pos[take]]
+            order = np.argsort(rows, kind="stable")  # rows in file order: sequential reads
+            out[take[order]] = arr[rows[order]]
+            del arr  # unmapped: the shard's pages leave this process
+        return torch.from_numpy(out)
+
+
+__all__ = ["BLOCK", "ImageStore", "ShardImages"]
