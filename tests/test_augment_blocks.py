@@ -86,6 +86,22 @@ def test_generate_blocks_give_the_images_of_generate():
     np.testing.assert_array_equal(a, b)
 
 
+
+def test_generate_blocks_read_a_cache_view_as_its_images(tmp_path):
+    # the restored test images are read from the image cache a block at a time (ShardImages)
+    from medauc.data.datasets import load_images
+    from medauc.data.images import save_png
+
+    rng = np.random.default_rng(1)
+    files = [save_png(tmp_path / f"{i}.png", img) for i, img in enumerate(synthetic_images(5, 16, rng))]
+    eager = load_images(files, 16, tmp_path / "cache").numpy()
+    lazy = load_images(files, 16, tmp_path / "cache", lazy=True)
+    plan = [(i % 5, 0.2, 0) for i in range(12)]
+    a, _ = generate(eager, plan, lambda noisy, sigmas: noisy * 0.5, seed=3, batch_size=4, progress=False)
+    b, _ = generate(lazy, plan, lambda noisy, sigmas: noisy * 0.5, seed=3, batch_size=4, progress=False)
+    np.testing.assert_array_equal(a, b)
+
+
 _PEAK = r"""
 import json, resource, sys
 import numpy as np

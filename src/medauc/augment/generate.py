@@ -85,7 +85,8 @@ def generate_blocks(
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Noise and restore in blocks: yields ``(plan slice, restored (b, S, S), noisy (b, S, S))``.
 
-    ``sources`` (N, S, S) in [0, 1] (float, or uint8 read as value / 255). The noise comes from one
+    ``sources`` (N, S, S) in [0, 1] (float, or uint8 read as value / 255; or a cache view,
+    :class:`~medauc.data.image_store.ShardImages`, read a block at a time). The noise comes from one
     generator seeded with ``seed`` and consumed in plan order, so the same seed and plan give the
     same images whatever the caller keeps of them: memory stays at one block, not the whole plan.
     ``restore_fn`` gets each noisy copy's own sigma from the plan.
@@ -97,6 +98,8 @@ def generate_blocks(
     for start in progress_bar(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
         sl = slice(start, min(start + batch_size, m))
         src = sources[idx[sl]]
+        if isinstance(src, torch.Tensor):  # a ShardImages view of the cache returns tensors
+            src = src.numpy()
         if src.dtype == np.uint8:
             src = src.astype(np.float32) / np.float32(255.0)
         noisy = add_noise(src, sig[sl], gen)
@@ -295,7 +298,9 @@ def restore_test_set(
     """
     orig = originals(manifest)
     rows = orig[(orig["split"] == "test") & (orig["label"] != negative_class)].reset_index(drop=True)
-    images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test").numpy()
+    # Read from the cache a block at a time (lazy), not held whole: at the study's size these are thousands of images.
+    images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test", lazy=cache_dir is not None)
+    images = images if cache_dir is not None else images.numpy()
     plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
     # split stays "test": these are test images (never trained on), kept in their own file.
     new = derived_rows(rows, plan, "restoration", split="test")
