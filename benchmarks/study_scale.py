@@ -129,11 +129,12 @@ def write_results(target: int = 70_000) -> None:
              "each stage a separate command under `/usr/bin/time -v`. One table a data-set size.", ""]
     for r in runs:
         lines += [f"## {r['n_images']:,} images (commit {r['commit']}, {r['date']})", "",
-                  "| stage | wall s | CPU s (user+sys) | of which kernel s | peak RSS GB |", "|---|---|---|---|---|"]
+                  "| stage | wall s | CPU s (user+sys) | of which kernel s | peak RSS GB | commit |", "|---|---|---|---|---|---|"]
         st = r["stages"]
-        lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['kernel_s']:.0f} | {s['peak_gb']:.2f} |" for s in st]
+        lines += [f"| {s['stage']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['kernel_s']:.0f} | {s['peak_gb']:.2f} | "
+                  f"{s.get('commit', r['commit'])} |" for s in st]
         lines += [f"| **all** | {sum(s['wall_s'] for s in st):.0f} | {sum(s['cpu_s'] for s in st):.0f} | "
-                  f"{sum(s['kernel_s'] for s in st):.0f} | {max(s['peak_gb'] for s in st):.2f} (max) |", "",
+                  f"{sum(s['kernel_s'] for s in st):.0f} | {max(s['peak_gb'] for s in st):.2f} (max) | |", "",
                   "Split (images per class and split):", "", "```", json.dumps(r["counts"]), "```", "",
                   f"Run folder on disk: {sum(r['disk_mb'].values()):.0f} MB ("
                   + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["disk_mb"].items(), key=lambda kv: -kv[1]) if v >= 1) + ")."]
