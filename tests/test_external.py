@@ -286,3 +286,22 @@ def test_the_report_shows_each_site_and_the_fifth_answer(trained, tmp_path):
     doc, results = build_document(replace(cfg, **{"evaluate.external": {}}), run)
     md = to_markdown(doc, "files")
     assert "No external test set is configured" in md and "q5_external" not in results["answers"]
+
+
+def _site_markdown(run: Path, cfg) -> str:
+    from medauc.report.context import Context
+    from medauc.report.document import Document, to_markdown
+    from medauc.report.sections.external import external_section
+
+    doc = Document("external")
+    external_section(Context(cfg, run, doc, {}))
+    return to_markdown(doc, "files")
+
+
+def test_a_sites_decision_table_names_its_own_resampling_unit(synthetic):
+    """The site's intervals are over its 40 patients; the decision table's caption must not say images."""
+    run, cfg = synthetic["test_resnet"]
+    md = _site_markdown(run, cfg)
+    caption = next(line for line in md.splitlines() if "Net benefit per" in line and "decision\\_external-ext.csv" in line)
+    assert "over patients (n=40)" in caption and "no patient ids known" not in caption
+

@@ -100,4 +100,4 @@ def _site(ctx: Context, name: str, site: dict[str, Any], label: str, ext: dict[s
     if prev_rows:
         doc.table(["model", "threshold (from validation)", "sensitivity", "specificity", "prevalence", "PPV", "NPV"], prev_rows,
                   f"{name}: the screening threshold chosen on the internal validation split, applied unchanged")
-    decision_section(ctx, {}, name=f"decision_external-{name}", set_label=name)
+    decision_section(ctx, site, name=f"decision_external-{name}", set_label=name)  # its CIs: over the site's own patients
