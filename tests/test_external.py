@@ -305,3 +305,12 @@ def test_a_sites_decision_table_names_its_own_resampling_unit(synthetic):
     caption = next(line for line in md.splitlines() if "Net benefit per" in line and "decision\\_external-ext.csv" in line)
     assert "over patients (n=40)" in caption and "no patient ids known" not in caption
 
+
+
+def test_the_external_section_names_the_threshold_rule_the_run_used(tmp_path):
+    run, cfg = _synthetic_run(tmp_path, "test_resnet")
+    assert "for sensitivity ≥ 0.9" in _site_markdown(run, cfg)
+    cfg = replace(cfg, **{"evaluate.threshold_rule": "youden"})
+    evaluate_compute(cfg, run)
+    md = _site_markdown(run, cfg)
+    assert "Youden" in md and "for sensitivity ≥" not in md

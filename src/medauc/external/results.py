@@ -155,8 +155,8 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
             "comparisons": comparisons, "ranking": _ranking(ev.primary_metric, internal, res, comparisons),
             "audit": fileio.read_json(audit_path) if audit_path.is_file() else None,
         }
-    out = {"schema": "medauc.external/1", "level": ev.level, "n_bootstrap": ev.n_bootstrap,
-           "primary_metric": ev.primary_metric, "target_sensitivity": ev.target_sensitivity,
+    out = {"schema": "medauc.external/1", "level": ev.level, "n_bootstrap": ev.n_bootstrap, "primary_metric": ev.primary_metric,
+           "threshold_rule": ev.threshold_rule, "target_sensitivity": ev.target_sensitivity,
            "prevalences": list(ev.prevalences), "internal_unit": internal["unit"], "change_metrics": list(CHANGE_METRICS),
            "sites": sites}
     out["question_5"] = question_five(out)
