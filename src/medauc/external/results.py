@@ -34,7 +34,7 @@ from medauc import fileio
 from medauc.answers import question_five
 from medauc.config import Config, replace
 from medauc.errors import EvaluationError
-from medauc.evaluate.bootstrap import estimate_cell, weight_chunks
+from medauc.evaluate.bootstrap import bootstrap_many, estimate_cell
 from medauc.evaluate.compare import evaluate_predictions
 from medauc.evaluate.decision import write_decision
 from medauc.evaluate.metrics import LOWER_IS_BETTER
@@ -77,10 +77,14 @@ def calibration_fit(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
 def calibration(e: Entry, n_bootstrap: int, seed: int, level: float) -> dict[str, Any]:
     """Intercept and slope of ``e``'s screening score with patient-bootstrap CIs (the evaluate stage's resampling scheme)."""
     p = e.test
-    a, b = calibration_fit(p.positive, p.screening_score, np.ones((1, p.n)))
-    parts = [calibration_fit(p.positive, p.screening_score, W) for W in weight_chunks(p.y, n_bootstrap, seed, p.subject)]
-    reps_a, reps_b = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
-    return {"intercept": estimate_cell(float(a[0]), reps_a, level), "slope": estimate_cell(float(b[0]), reps_b, level)}
+
+    def fit(W: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = calibration_fit(p.positive, p.screening_score, W)
+        return {"intercept": a, "slope": b}
+
+    point = fit(np.ones((1, p.n)))
+    reps = bootstrap_many(p.y, n_bootstrap, seed, {"fit": fit}, clusters=p.subject)["fit"]
+    return {k: estimate_cell(float(point[k][0]), reps[k], level) for k in ("intercept", "slope")}
 
 
 def _change(ext: Entry, internal: Entry, level: float) -> dict[str, Any]:
