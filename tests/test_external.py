@@ -314,3 +314,19 @@ def test_the_external_section_names_the_threshold_rule_the_run_used(tmp_path):
     evaluate_compute(cfg, run)
     md = _site_markdown(run, cfg)
     assert "Youden" in md and "for sensitivity ≥" not in md
+
+
+def test_a_validation_split_that_cannot_choose_a_threshold_does_not_stop_the_external_evaluation(tmp_path):
+    """No positive validation case: no threshold (nan), so no op_* metric and no op_* comparison on the internal test
+    set, and the same none outside, which is no disagreement between the two."""
+    run, cfg = _synthetic_run(tmp_path, "test_resnet")
+    for m in MODELS:
+        val = run / "predictions" / m / "0" / "val.csv"
+        df = pd.read_csv(val)
+        _write(val, df["prob_glioma"].to_numpy(), np.zeros(len(df), bool), list(df["subject"].astype(str)))
+    with pytest.warns(Warning):
+        evaluate_compute(cfg, run)
+    site = read_json(run / "external.json")["sites"]["ext"]["models"]["test_resnet"]["seeds"]["0"]
+    assert site["operating_point"]["threshold"] is None and "op_sensitivity" not in site["metrics"]  # nan is written null
+    inside = read_json(run / "metrics.json")["models"]["test_resnet"]["seeds"]["0"]
+    assert inside["operating_point"]["threshold"] is None and "op_sensitivity" not in inside["metrics"]

@@ -87,6 +87,11 @@ def calibration(e: Entry, n_bootstrap: int, seed: int, level: float) -> dict[str
     return {k: estimate_cell(float(point[k][0]), reps[k], level) for k in ("intercept", "slope")}
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal thresholds, none (nan: validation could not choose one) being equal to none."""
+    return a == b or (bool(np.isnan(a)) and bool(np.isnan(b)))
+
+
 def _change(ext: Entry, internal: Entry, level: float) -> dict[str, Any]:
     out = {}
     for m in CHANGE_METRICS:
@@ -147,7 +152,8 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
         for e in res.pop("entries"):
             out = res["models"][e.model]["seeds"][str(e.seed)]
             ref = inside[(e.model, e.seed)]
-            if out["operating_point"] and ref.operating_point and out["operating_point"]["threshold"] != ref.operating_point["threshold"]:
+            if out["operating_point"] and ref.operating_point and not _same(out["operating_point"]["threshold"],
+                                                                            ref.operating_point["threshold"]):
                 raise EvaluationError(f"{e.model} seed {e.seed}: the external threshold differs from the validation one")
             out["change"] = _change(e, ref, ev.level)
             out["calibration"] = {**calibration(e, ev.n_bootstrap, site_cfg.seed, ev.level),
