@@ -154,3 +154,20 @@ def test_the_report_shows_the_operating_point_and_decision_curves(tmp_path):
     assert "No training history" in html  # simulated predictions: no history.csv to draw
     assert [r["model"] for r in results["operating_point"]] == ["a", "b"]
     assert results["decision"]["table"] and results["decision"]["per"] == "scan"
+
+
+def test_the_operating_and_decision_tables_name_the_configured_interval_level(tmp_path):
+    from medauc.evaluate import evaluate_stage
+    from medauc.evaluate.synthetic import simulate_run
+    from medauc.report import report_stage
+    from medauc.runs import open_run
+
+    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=50", "evaluate.level=0.9"])
+    run = open_run(tmp_path / "run", cfg)
+    simulate_run(run, {"a": 2.0, "b": 2.5}, slices_per_patient=2)
+    evaluate_stage(cfg, run)
+    report_stage(cfg, run)
+    md = (run / "report.md").read_text()
+    captions = [line for line in md.splitlines() if line.startswith("**Operating point chosen on validation")
+                or line.startswith("**Net benefit per")]
+    assert len(captions) == 2 and all("90% CI over patients" in c and "95%" not in c for c in captions), captions

@@ -218,3 +218,22 @@ def test_localisation_intervals_are_over_images_without_patients(tmp_path, stand
     result = stage.explain_stage(_cfg(), _make_run(tmp_path, _cfg()))
     assert result["ci_unit"] == "images" and result["n_patients"] is None
     assert "n_patients" not in result["models"]["test_resnet"]["methods"]["gradcam"]["trained"]["all"]["pointing_game"]
+
+
+def test_the_sample_is_read_from_the_run_folder_not_the_working_directory(tmp_path, stand_ins, monkeypatch):
+    """Relative manifest paths are relative to the manifest's folder: a file of the same relative name in the
+    working directory (another run folder, say) must not be explained instead."""
+    from medauc.explain.inputs import load_sample
+
+    cfg = _cfg()
+    run = _make_run(tmp_path, cfg)
+    elsewhere = tmp_path / "elsewhere"
+    for f in (run / "phantom").rglob("*.png"):
+        decoy = elsewhere / f.relative_to(run)
+        decoy.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((IMG, IMG), 255 if "masks" not in f.parts else 0, np.uint8)).save(decoy)
+    monkeypatch.chdir(elsewhere)
+    images, _, masks, ids, _ = load_sample(cfg, run, CLASSES)
+    for image, i in zip(images, ids):
+        assert np.array_equal(image, _load_image(run / "phantom" / f"{CLASSES[int(i) % 4]}/{i}.png"))
+    assert any(m is not None and m.any() for m in masks)

@@ -286,3 +286,47 @@ def test_the_report_shows_each_site_and_the_fifth_answer(trained, tmp_path):
     doc, results = build_document(replace(cfg, **{"evaluate.external": {}}), run)
     md = to_markdown(doc, "files")
     assert "No external test set is configured" in md and "q5_external" not in results["answers"]
+
+
+def _site_markdown(run: Path, cfg) -> str:
+    from medauc.report.context import Context
+    from medauc.report.document import Document, to_markdown
+    from medauc.report.sections.external import external_section
+
+    doc = Document("external")
+    external_section(Context(cfg, run, doc, {}))
+    return to_markdown(doc, "files")
+
+
+def test_a_sites_decision_table_names_its_own_resampling_unit(synthetic):
+    """The site's intervals are over its 40 patients; the decision table's caption must not say images."""
+    run, cfg = synthetic["test_resnet"]
+    md = _site_markdown(run, cfg)
+    caption = next(line for line in md.splitlines() if "Net benefit per" in line and "decision\\_external-ext.csv" in line)
+    assert "over patients (n=40)" in caption and "no patient ids known" not in caption
+
+
+
+def test_the_external_section_names_the_threshold_rule_the_run_used(tmp_path):
+    run, cfg = _synthetic_run(tmp_path, "test_resnet")
+    assert "for sensitivity ≥ 0.9" in _site_markdown(run, cfg)
+    cfg = replace(cfg, **{"evaluate.threshold_rule": "youden"})
+    evaluate_compute(cfg, run)
+    md = _site_markdown(run, cfg)
+    assert "Youden" in md and "for sensitivity ≥" not in md
+
+
+def test_a_validation_split_that_cannot_choose_a_threshold_does_not_stop_the_external_evaluation(tmp_path):
+    """No positive validation case: no threshold (nan), so no op_* metric and no op_* comparison on the internal test
+    set, and the same none outside, which is no disagreement between the two."""
+    run, cfg = _synthetic_run(tmp_path, "test_resnet")
+    for m in MODELS:
+        val = run / "predictions" / m / "0" / "val.csv"
+        df = pd.read_csv(val)
+        _write(val, df["prob_glioma"].to_numpy(), np.zeros(len(df), bool), list(df["subject"].astype(str)))
+    with pytest.warns(Warning):
+        evaluate_compute(cfg, run)
+    site = read_json(run / "external.json")["sites"]["ext"]["models"]["test_resnet"]["seeds"]["0"]
+    assert site["operating_point"]["threshold"] is None and "op_sensitivity" not in site["metrics"]  # nan is written null
+    inside = read_json(run / "metrics.json")["models"]["test_resnet"]["seeds"]["0"]
+    assert inside["operating_point"]["threshold"] is None and "op_sensitivity" not in inside["metrics"]

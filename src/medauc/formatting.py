@@ -65,6 +65,13 @@ def ci_unit(metrics: dict[str, Any] | None) -> str:
     return "over images (no patient ids known)"
 
 
+def ci_label(metrics: dict[str, Any] | None, level: float | None = None) -> str:
+    """An interval's caption: "90% CI over patients (n=60)"; ``level`` (evaluate.level) defaults to the file's own
+    ``level`` (a file without one: 0.95, the only level before it was recorded)."""
+    lv = level if level is not None else (metrics or {}).get("level") or 0.95
+    return f"{100 * float(lv):g}% CI {ci_unit(metrics)}"
+
+
 def fmt_detectable(x: Any) -> str:
     """A smallest detectable difference as read back from a file ("n/a" when undefined or absent)."""
     try:

@@ -72,15 +72,20 @@ def record_files(run_dir: str | os.PathLike[str], paths: Iterable[str | os.PathL
 
 def verify_files(run_dir: str | os.PathLike[str], files: dict[str, str]) -> list[Damage]:
     """The files of ``files`` (``{path: sha256}``, as :func:`record_files` writes it) that are not as recorded."""
-    from medauc.relocate import key_sha256
+    from medauc.relocate import aliases
 
     out = []
+    table: dict[str, str] | None = None  # read once, and only when a file differs
     for name, sha in files.items():
         full = Path(run_dir) / name
         if not full.is_file():
             out.append(Damage(name, "missing"))
-        elif file_sha256(full) != sha and key_sha256(run_dir, full) != sha:  # or a manifest rewritten relative
-            out.append(Damage(name, "changed"))
+            continue
+        now = file_sha256(full)  # hashed once (key_sha256 would hash a differing file again)
+        if now != sha:
+            table = aliases(run_dir) if table is None else table
+            if table.get(now, now) != sha:  # not a manifest rewritten relative either (medauc.relocate)
+                out.append(Damage(name, "changed"))
     return out
 
 

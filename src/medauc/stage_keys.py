@@ -37,13 +37,16 @@ def report_code(cfg: Config, run_dir: Path) -> list[list[str]]:
     return [[fileio.file_sha256(p) for p in files]]
 
 
-def _folder(model: str) -> str:
-    return model.replace("/", "_").replace(":", "_")  # as training names its folders
+def model_folder(model: str) -> str:
+    """A timm name as one folder name (``hf-hub:org/x`` -> ``hf-hub_org_x``): ``train/<it>/``, ``predictions/<it>/``.
+
+    The one definition (:func:`medauc.classify.stage.safe_name` is it), here where no torch is imported."""
+    return model.replace("/", "_").replace(":", "_")
 
 
 def _fill(pattern: str, cfg: Config) -> list[str]:
     """``pattern`` with ``{model}``, ``{seed}`` and ``{strategy}`` replaced by every configured value."""
-    values = {"model": [_folder(m) for m in cfg.model.names], "seed": [str(s) for s in cfg.train.seeds],
+    values = {"model": [model_folder(m) for m in cfg.model.names], "seed": [str(s) for s in cfg.train.seeds],
               "strategy": list(cfg.augment.strategies)}
     filled = [pattern]
     for name, options in values.items():

@@ -21,6 +21,7 @@ import torch
 
 from medauc import fileio, records
 from medauc.relocate import key_sha256
+from medauc.stage_keys import model_folder
 from medauc.classify import distributed as ddp
 from medauc.classify import parallel
 from medauc.classify.predict import predict_logits, predictions_frame
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def safe_name(model_name: str) -> str:
-    """A timm name usable as one folder name (``hf-hub:org/x`` -> ``hf-hub_org_x``)."""
-    return model_name.replace("/", "_").replace(":", "_")
+    """A timm name usable as one folder name (``hf-hub:org/x`` -> ``hf-hub_org_x``): :func:`medauc.stage_keys.model_folder`."""
+    return model_folder(model_name)
 
 
 def default_manifest(cfg: Config, run_dir: Path) -> Path:

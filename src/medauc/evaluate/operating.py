@@ -11,8 +11,8 @@ score (1 - p(negative class); positive means score >= t):
 The test set, and any external set, never chooses its own threshold: :func:`operating_point_metrics`
 takes the validation-chosen ``t`` and a predictions set and returns sensitivity, specificity, PPV and
 NPV at the set's own prevalence and PPV/NPV at clinical prevalences, each with a bootstrap interval
-over patients (the same resamples as ``metrics.json`` for the same seed, so its numbers equal the
-``op_*`` metrics there).
+over patients: the ``op_*`` metrics of ``metrics.json``, computed by the same
+:class:`~medauc.evaluate.metrics.MetricEngine` on the same resamples for the same seed.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 
 from medauc.errors import EvaluationError, UndefinedMetricWarning
 from medauc.evaluate.bootstrap import bootstrap_many, estimate_cell
-from medauc.evaluate.metrics import screening_threshold
+from medauc.evaluate.metrics import MetricEngine, screening_threshold
 from medauc.evaluate.predictions import Predictions
-from medauc.evaluate.prevalence import npv_at, ppv_at, prevalence_key
+from medauc.evaluate.prevalence import prevalence_key
 
 THRESHOLD_RULES = ("sensitivity", "youden")
 RULE_TEXT = {
@@ -92,28 +92,6 @@ def threshold_definition(rule: str, target: float) -> str:
             "sensitivity, specificity and predictive values there.")
 
 
-def _op_counts(pred: Predictions, threshold: float) -> np.ndarray:
-    """(n, 2) indicator columns: true positive and false positive at ``threshold``."""
-    called = pred.screening_score >= threshold
-    return np.stack([(pred.positive & called), (~pred.positive & called)], axis=1).astype(np.float64)
-
-
-def _op_values(W: np.ndarray, cols: np.ndarray, positive: np.ndarray, prevalences: Sequence[float]) -> dict[str, np.ndarray]:
-    """Operating-point metrics for each row of weights W (B, n) -> {name: (B,)}."""
-    S = W @ cols
-    tp, fp = S[:, 0], S[:, 1]
-    p = W @ positive.astype(np.float64)
-    n = W.sum(axis=1) - p
-    tn, fn = n - fp, p - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = {"sensitivity": tp / p, "specificity": tn / n, "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
-        for prev in prevalences:
-            key = prevalence_key(prev)
-            out[f"ppv@{key}"] = ppv_at(out["sensitivity"], out["specificity"], prev)
-            out[f"npv@{key}"] = npv_at(out["sensitivity"], out["specificity"], prev)
-    return out
-
-
 def operating_point_metrics(
     pred: Predictions,
     threshold: float,
@@ -134,25 +112,21 @@ def operating_point_metrics(
     """
     if not np.isfinite(threshold):
         raise EvaluationError(f"{pred.source}: no operating threshold (got {threshold}); choose one on validation first")
-    for p in prevalences:
-        if not (0.0 < p < 1.0):
-            raise EvaluationError(f"evaluate.prevalences must lie strictly between 0 and 1, got {p}")
-    cols = _op_counts(pred, threshold)
-    pos = pred.positive
-
-    def fn(W: np.ndarray) -> dict[str, np.ndarray]:
-        return _op_values(W, cols, pos, prevalences)
-
-    values = {k: float(v[0]) for k, v in fn(np.ones((1, pred.n))).items()}
+    # The op_* metrics of metrics.json, computed by the same engine on the same resamples (one definition of each).
+    engine = MetricEngine(pred, threshold, prevalences)
+    names = {"sensitivity": "op_sensitivity", "specificity": "op_specificity", "ppv": "op_ppv", "npv": "op_npv",
+             **{f"{k}@{prevalence_key(p)}": f"op_{k}@{prevalence_key(p)}" for p in prevalences for k in ("ppv", "npv")}}
+    values = {k: float(v[0]) for k, v in engine.compute(np.ones((1, pred.n))).items() if k in names.values()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        reps = bootstrap_many(pred.y, n_bootstrap, seed, {"op": fn}, clusters=pred.subject)["op"]
-    tp, fp = (int(c) for c in cols.sum(axis=0))
+        reps = bootstrap_many(pred.y, n_bootstrap, seed, {"op": engine.compute}, clusters=pred.subject)["op"]
+    pos, called = pred.positive, pred.screening_score >= threshold
+    tp, fp = int((pos & called).sum()), int((~pos & called).sum())
     return {
         "threshold": float(threshold),
         "n": pred.n,
         "n_patients": pred.n_subjects,
         "prevalence": float(pos.mean()) if pred.n else float("nan"),
         "counts": {"tp": tp, "fp": fp, "tn": int((~pos).sum()) - fp, "fn": int(pos.sum()) - tp},
-        "metrics": {k: estimate_cell(v, reps[k], level) for k, v in values.items()},
+        "metrics": {k: estimate_cell(values[m], reps[m], level) for k, m in names.items()},
     }

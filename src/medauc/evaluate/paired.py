@@ -230,7 +230,8 @@ def paired_comparisons(entries: list[Entry], models: list[str], level: float, po
     classes = entries[0].test.classes
     for seed in seeds:
         present = [m for m in models if (m, seed) in by_key]
-        has_op = all(by_key[(m, seed)].operating_point is not None for m in present)
+        # op_* metrics exist only where validation chose a threshold (none: no val.csv, or no positive case in it)
+        has_op = all("op_sensitivity" in by_key[(m, seed)].values for m in present)
         for table, metrics in comparison_tables(classes, has_op).items():
             for metric, test in metrics:
                 family = [_compare_pair(by_key[(ma, seed)], by_key[(mb, seed)], table, metric, test, level)

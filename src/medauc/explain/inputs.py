@@ -37,13 +37,6 @@ def stratified_sample(labels: np.ndarray, max_images: int, rng: np.random.Genera
     return np.sort(np.concatenate(chosen))
 
 
-def _resolve(path: str, run_dir: Path) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return run_dir / p
-
-
 def model_dirs(cfg: Config, run_dir: Path) -> tuple[list[tuple[str, Path]], list[dict[str, Any]]]:
     """``(model name, train/<model>/<first trained seed of train.seeds>/)`` for every model in
     ``model.names``, in config order, and ``{model, seed, reason}`` for every other trained folder
@@ -80,17 +73,15 @@ def load_sample(
     """The test sample: images (H, W) float32 in [0, 1], labels (N,) indices into ``classes``,
     masks (H, W) bool or None, image ids, and each image's patient (None when the manifest has no
     ``subject`` column); sorted by image id, then drawn by :func:`stratified_sample`."""
-    import pandas as pd
-
     from medauc.data.images import load_image
+    from medauc.data.manifest import IMAGE_COLUMNS, read_manifest
 
     manifest = run_dir / "manifest.csv"
     if not manifest.is_file():
         raise DataError(f"{manifest} does not exist; run `medauc prepare` (or `medauc run`) first")
-    df = pd.read_csv(manifest, dtype={"image_id": str, "mask_path": str, "subject": str}, keep_default_na=False)
-    missing = {"image_id", "path", "label", "split"} - set(df.columns)
-    if missing:
-        raise DataError(f"{manifest} lacks columns {sorted(missing)}; rerun `medauc prepare`")
+    # As every stage reads it: text columns as text, paths relative to the manifest's folder (never the working
+    # directory's), an old folder's absolute paths mapped into this one.
+    df = read_manifest(manifest, required=IMAGE_COLUMNS)
     test = df[df["split"] == "test"].sort_values("image_id").reset_index(drop=True)
     if test.empty:
         raise DataError(f"{manifest} has no rows with split == 'test'; nothing to explain")
@@ -103,10 +94,10 @@ def load_sample(
     has_masks = "mask_path" in test.columns
     for i in progress_bar(idx, desc="explain: loading test images", unit="img", leave=False):
         row = test.iloc[int(i)]
-        images.append(np.asarray(load_image(_resolve(row["path"], run_dir)), dtype=np.float32))
+        images.append(np.asarray(load_image(row["path"]), dtype=np.float32))
         mask = None
         if has_masks and str(row["mask_path"]).strip():
-            mpath = _resolve(str(row["mask_path"]), run_dir)
+            mpath = Path(str(row["mask_path"]))
             if not mpath.is_file():
                 raise DataError(f"{manifest}: mask {mpath} of image {row['image_id']} does not exist; rerun `medauc prepare`")
             mask = np.asarray(load_image(mpath)) > 0.5

@@ -34,7 +34,7 @@ from medauc import fileio
 from medauc.answers import question_five
 from medauc.config import Config, replace
 from medauc.errors import EvaluationError
-from medauc.evaluate.bootstrap import estimate_cell, weight_chunks
+from medauc.evaluate.bootstrap import bootstrap_many, estimate_cell
 from medauc.evaluate.compare import evaluate_predictions
 from medauc.evaluate.decision import write_decision
 from medauc.evaluate.metrics import LOWER_IS_BETTER
@@ -77,10 +77,19 @@ def calibration_fit(positive: np.ndarray, score: np.ndarray, weights: np.ndarray
 def calibration(e: Entry, n_bootstrap: int, seed: int, level: float) -> dict[str, Any]:
     """Intercept and slope of ``e``'s screening score with patient-bootstrap CIs (the evaluate stage's resampling scheme)."""
     p = e.test
-    a, b = calibration_fit(p.positive, p.screening_score, np.ones((1, p.n)))
-    parts = [calibration_fit(p.positive, p.screening_score, W) for W in weight_chunks(p.y, n_bootstrap, seed, p.subject)]
-    reps_a, reps_b = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
-    return {"intercept": estimate_cell(float(a[0]), reps_a, level), "slope": estimate_cell(float(b[0]), reps_b, level)}
+
+    def fit(W: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = calibration_fit(p.positive, p.screening_score, W)
+        return {"intercept": a, "slope": b}
+
+    point = fit(np.ones((1, p.n)))
+    reps = bootstrap_many(p.y, n_bootstrap, seed, {"fit": fit}, clusters=p.subject)["fit"]
+    return {k: estimate_cell(float(point[k][0]), reps[k], level) for k in ("intercept", "slope")}
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal thresholds, none (nan: validation could not choose one) being equal to none."""
+    return a == b or (bool(np.isnan(a)) and bool(np.isnan(b)))
 
 
 def _change(ext: Entry, internal: Entry, level: float) -> dict[str, Any]:
@@ -143,7 +152,8 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
         for e in res.pop("entries"):
             out = res["models"][e.model]["seeds"][str(e.seed)]
             ref = inside[(e.model, e.seed)]
-            if out["operating_point"] and ref.operating_point and out["operating_point"]["threshold"] != ref.operating_point["threshold"]:
+            if out["operating_point"] and ref.operating_point and not _same(out["operating_point"]["threshold"],
+                                                                            ref.operating_point["threshold"]):
                 raise EvaluationError(f"{e.model} seed {e.seed}: the external threshold differs from the validation one")
             out["change"] = _change(e, ref, ev.level)
             out["calibration"] = {**calibration(e, ev.n_bootstrap, site_cfg.seed, ev.level),
@@ -155,8 +165,8 @@ def evaluate_external(cfg: Config, run_dir: str | Path, internal: dict[str, Any]
             "comparisons": comparisons, "ranking": _ranking(ev.primary_metric, internal, res, comparisons),
             "audit": fileio.read_json(audit_path) if audit_path.is_file() else None,
         }
-    out = {"schema": "medauc.external/1", "level": ev.level, "n_bootstrap": ev.n_bootstrap,
-           "primary_metric": ev.primary_metric, "target_sensitivity": ev.target_sensitivity,
+    out = {"schema": "medauc.external/1", "level": ev.level, "n_bootstrap": ev.n_bootstrap, "primary_metric": ev.primary_metric,
+           "threshold_rule": ev.threshold_rule, "target_sensitivity": ev.target_sensitivity,
            "prevalences": list(ev.prevalences), "internal_unit": internal["unit"], "change_metrics": list(CHANGE_METRICS),
            "sites": sites}
     out["question_5"] = question_five(out)

@@ -35,9 +35,10 @@ STAGE = "external"
 
 def model_dirs(cfg: Config, run_dir: Path) -> list[tuple[str, int, Path]]:
     """``(model folder, seed, train/<model>/<seed>)`` of every configured model and seed."""
-    from medauc.stage_keys import _folder
+    from medauc.stage_keys import model_folder
 
-    return [(_folder(m), int(s), run_dir / "train" / _folder(m) / str(s)) for m in cfg.model.names for s in cfg.train.seeds]
+    return [(model_folder(m), int(s), run_dir / "train" / model_folder(m) / str(s))
+            for m in cfg.model.names for s in cfg.train.seeds]
 
 
 def _data_settings(cfg: Config) -> Any:

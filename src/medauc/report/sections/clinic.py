@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from medauc.answers import first_seed as _first_seed
-from medauc.formatting import ci_unit, fmt, fmt_ci, fmt_est
+from medauc.formatting import ci_label, fmt, fmt_ci, fmt_est
 from medauc.report import figures
 from medauc.report.context import Context
 from medauc.report.tables import undefined_note
@@ -115,7 +115,7 @@ def operating_section(ctx: Context, metrics: dict[str, Any]) -> None:
           "gives on new patients; PPV and NPV at the clinical prevalences are in the next table.")
     doc.table(["model", "rule", "threshold", "val. sens.", "val. spec.", "test sensitivity", "test specificity",
                f"test PPV (prevalence {fmt(metrics.get('test_prevalence'), 2)})", "test NPV"], rows,
-              f"Operating point chosen on validation, on the test set (first seed, 95% CI {ci_unit(metrics)})")
+              f"Operating point chosen on validation, on the test set (first seed, {ci_label(metrics)})")
     undefined_note(doc, [(f"{r['model']} {k}", r.get(k)) for r in out for k in ("op_sensitivity", "op_specificity", "op_ppv", "op_npv")])
     ctx.results["operating_point"] = out
 
@@ -199,6 +199,6 @@ def decision_section(ctx: Context, metrics: dict[str, Any], name: str = "decisio
         rows.append([f"{t:g}", "treat all"] + [x for k in keys for x in (cell(by[(models[0], k, t)]["treat_all"]), "")])
     header = ["pt", "strategy"] + [x for k in keys for x in (f"NB, {_prevalence_label(k, own, set_label)}", "vs best default")]
     doc.table(header, rows, f"Net benefit per {PER:,} scans at a few threshold probabilities (evaluate.decision_thresholds; "
-              f"first seed, 95% CI {ci_unit(metrics)}); vs best default = the model's net benefit minus the better of treat all "
+              f"first seed, {ci_label(metrics, dec.get('level'))}); vs best default = the model's net benefit minus the better of treat all "
               f"and treat none (above 0: the model helps). Files: {name}.csv, {name}_curves.csv (per scan)")
     ctx.results[name] = {"seed": seed, "per": "scan", "table": table}

@@ -30,12 +30,19 @@ def external_section(ctx: Context) -> None:
     doc.p(f"Every trained model predicted each set once with its own preprocessing. Intervals are {int(ext['level'] * 100)}% "
           "percentile intervals of a bootstrap over each set's own patients (images where none are known); the change from "
           "the internal test set is an unpaired bootstrap (each set resampled over its own patients). The screening threshold "
-          f"is the one chosen on the internal validation split for sensitivity ≥ {ext['target_sensitivity']}, never re-chosen.")
+          f"is the one chosen on the internal validation split {_rule(ext)}, never re-chosen.")
     label = LABELS.get(ext["primary_metric"], ext["primary_metric"])
     for name, site in ext["sites"].items():
         _site(ctx, name, site, label, ext)
     ctx.results["external"] = {name: {"ranking": s["ranking"], "audit_overlaps_training": (s.get("audit") or {}).get("overlaps_training")}
                                for name, s in ext["sites"].items()}
+
+
+def _rule(ext: dict[str, Any]) -> str:
+    """How the carried threshold was chosen (evaluate.threshold_rule; an external.json without it: the sensitivity rule)."""
+    if ext.get("threshold_rule", "sensitivity") == "youden":
+        return "by Youden's J (sensitivity + specificity − 1, maximised)"
+    return f"for sensitivity ≥ {ext['target_sensitivity']}"
 
 
 def _site(ctx: Context, name: str, site: dict[str, Any], label: str, ext: dict[str, Any]) -> None:
@@ -100,4 +107,4 @@ def _site(ctx: Context, name: str, site: dict[str, Any], label: str, ext: dict[s
     if prev_rows:
         doc.table(["model", "threshold (from validation)", "sensitivity", "specificity", "prevalence", "PPV", "NPV"], prev_rows,
                   f"{name}: the screening threshold chosen on the internal validation split, applied unchanged")
-    decision_section(ctx, {}, name=f"decision_external-{name}", set_label=name)
+    decision_section(ctx, site, name=f"decision_external-{name}", set_label=name)  # its CIs: over the site's own patients

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from medauc.answers import first_seed as _first_seed
-from medauc.formatting import ci_unit, fmt, fmt_est, fmt_pct
+from medauc.formatting import ci_label, fmt, fmt_est, fmt_pct
 from medauc.report import figures
 from medauc.report.context import Context
 from medauc.report.sections.clinic import decision_section, operating_section, operating_xy, roc_per_class, training_section
@@ -40,7 +40,7 @@ def models_section(ctx: Context) -> None:
     for name, m in metrics["models"].items():
         _, s = _first_seed(m)
         rows.append([name] + [fmt_est(s["metrics"].get(f"auc_{c}")) for c in classes])
-    doc.table(["model"] + [f"AUC {c}" for c in classes], rows, f"One-vs-rest AUC per class (first seed, 95% CI {ci_unit(metrics)})")
+    doc.table(["model"] + [f"AUC {c}" for c in classes], rows, f"One-vs-rest AUC per class (first seed, {ci_label(metrics)})")
     undefined_note(doc, [(f"{name} auc_{c}", _first_seed(m)[1]["metrics"].get(f"auc_{c}"))
                          for name, m in metrics["models"].items() for c in classes])
 
@@ -55,7 +55,7 @@ def models_section(ctx: Context) -> None:
         tests = ({"paired_bootstrap": "paired patient bootstrap", "delong": "DeLong with Obuchowski's clustered variance"}
                  if metrics.get("unit") == "patients" else {"paired_bootstrap": "paired bootstrap", "delong": "DeLong"})
         comparisons_table(doc, comparisons, ["four_class", "screening"], ["accuracy", "auc_macro", "screening_auc"],
-                          f"Paired comparisons on the same test images, 95% CI {ci_unit(metrics)}: accuracy and macro AUC by "
+                          f"Paired comparisons on the same test images, {ci_label(metrics)}: accuracy and macro AUC by "
                           f"{tests['paired_bootstrap']}, screening AUC by {tests['delong']}; Holm correction within each "
                           f"family: the primary family ({primary}, fixed in advance: evaluate.primary_metric) is the one the "
                           "verdicts on the study's questions rest on; each other metric is a secondary family of its own; "
@@ -170,7 +170,7 @@ def _prevalence(ctx: Context, metrics: dict[str, Any]) -> None:
             rows.append([name, label] + [fmt_est(entry.get(k)) for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
             out.append({"model": name, **entry})
     doc.table(["model", "prevalence", "PPV", "NPV", "PPV at op. point", "NPV at op. point", "AUPRC"], rows,
-              f"Positive and negative predictive value at realistic prevalences (95% CI {ci_unit(metrics)})")
+              f"Positive and negative predictive value at realistic prevalences ({ci_label(metrics)})")
     undefined_note(doc, [(f"{e['model']} {k} at prevalence {e['prevalence']:.4g}", e.get(k))
                          for e in out for k in ("ppv", "npv", "op_ppv", "op_npv", "auprc")])
     ctx.results["prevalence"] = out
