@@ -134,3 +134,21 @@ def test_peak_memory_of_checks_c_and_d_does_not_grow_with_the_images():
         grew[n] = json.loads(out.stdout.strip().splitlines()[-1])["grew_kb"]
     per_image_kb = (grew[1200] - grew[200]) / 1000
     assert per_image_kb < 230, grew  # all images kept: > 256 KB an image; all at once: about 20 MB an image
+
+
+def test_check_d_features_of_uint8_sources_in_blocks_equal_all_at_once(tmp_path):
+    # the healthy sources stay uint8 (as cached) and check d's features are taken a block at a time
+    import torch
+
+    from medauc.augment.command import _block_features, _features_of
+    from medauc.data.datasets import uint8_to_float
+    from medauc.data.images import save_png
+
+    rng = np.random.default_rng(2)
+    u8 = np.round(synthetic_images(7, 16, rng) * 255).astype(np.uint8)
+    # as before, when all of them were made float first (image_features blocks the same way: same sums, same bits)
+    whole = artefacts.image_features(checks.quantise(uint8_to_float(torch.from_numpy(u8))), block=3)
+    np.testing.assert_array_equal(_block_features(u8, block=3), whole)
+    files = [str(save_png(tmp_path / f"{i}.png", img.astype(np.float32) / 255)) for i, img in enumerate(u8)]
+    np.testing.assert_array_equal(_features_of(files, 16, tmp_path / "cache", 1, block=3), whole)  # a cache view
+    np.testing.assert_array_equal(_features_of(files, 16, None, 1, block=3), whole)

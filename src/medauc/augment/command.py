@@ -136,7 +136,9 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         log.warning("augment: %s", size_warning(cfg))
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    clean = uint8_to_float(load_images(list(src_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load healthy train"))
+    # The healthy training images stay uint8 as cached (a quarter of float32's memory at the study's size); the denoiser,
+    # generation and the checks read each block as value / 255.
+    clean = load_images(list(src_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load healthy train").numpy()
     val = uint8_to_float(load_images(list(val_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load healthy val"))
     timing["load_seconds"] = time.perf_counter() - t0
 
@@ -196,14 +198,15 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         "b_restoration_quality": {"validation": val_quality, "generated": acc.quality() if len(gen_rows) else []},
     }
     if len(gen_rows):
-        # The original training images stay uint8 (as cached); the checks read them a block at a time.
-        all_train = load_images(list(train_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load train").numpy()
+        # The original training images are read from the image cache a block at a time (a view, not a copy).
+        all_train = load_images(list(train_rows["path"]), acfg.image_size, cache, workers=cfg.data.workers, desc="load train",
+                                lazy=cache is not None)
         train_pos = {sid: i for i, sid in enumerate(train_rows["image_id"])}
         source_rows = src_rows["image_id"].map(train_pos).to_numpy(np.int64)  # the sources are the healthy rows
         result["c_memorisation"] = acc.memorisation(all_train, source_rows, source_rows, acfg.near_copy_threshold)
         del all_train
         if same_size:
-            x_orig, x_gen = artefacts.image_features(checks.quantise(clean)), acc.feature_rows
+            x_orig, x_gen = _block_features(clean), acc.feature_rows
         else:
             # Check (d) asks what a classifier could use, so it sees the images as the classifier
             # does: every one read from its file and resized to data.image_size, a block at a time.
@@ -232,11 +235,18 @@ def _features_of(paths: list[str], size: int, cache: Path | None, workers: int, 
     With ``cache`` the images come from the run's image cache (one file for all of them); without,
     each block is decoded and dropped."""
     if cache is not None:
-        images = load_images(paths, size, cache, workers=workers, desc=f"load at {size} px").numpy()
-        return artefacts.image_features(checks.quantise(uint8_to_float(torch.from_numpy(images))))
+        return _block_features(load_images(paths, size, cache, workers=workers, desc=f"load at {size} px", lazy=True), block)
     parts = [artefacts.image_features(checks.quantise(uint8_to_float(load_images(paths[i:i + block], size, None, workers=workers,
                                                                                    desc=f"load at {size} px"))))
              for i in range(0, len(paths), block)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(artefacts.FEATURE_NAMES)))
+
+
+def _block_features(images: Any, block: int = artefacts.FEATURE_BLOCK) -> np.ndarray:
+    """Check (d)'s features of uint8 images (an array or a cache view), ``block`` images at a time:
+    no float copy of them all (each image's features depend on that image alone)."""
+    parts = [artefacts.image_features(checks.quantise(uint8_to_float(torch.as_tensor(np.asarray(images[i:i + block])))))
+             for i in range(0, len(images), block)]
     return np.concatenate(parts) if parts else np.zeros((0, len(artefacts.FEATURE_NAMES)))
 
 

@@ -40,7 +40,7 @@ def train_denoiser(
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[Denoiser, list[dict[str, Any]]]:
-    """Train the denoiser on clean images (N, S, S) in [0, 1] (already at ``acfg.image_size``).
+    """Train the denoiser on clean images (N, S, S) in [0, 1], or uint8 read as value / 255 (already at ``acfg.image_size``).
 
     Each sample gets its own sigma (:func:`train_sigmas`) and fresh noise every epoch; random
     horizontal flips add variety; the learning rate follows ``acfg.lr_schedule``. Returns the model
@@ -76,7 +76,10 @@ def train_denoiser(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps)) if acfg.lr_schedule == "cosine" else None
     loss_fn = F.l1_loss if acfg.loss == "l1" else F.mse_loss
     gen = torch.Generator().manual_seed(seed)
-    clean_all = torch.from_numpy(np.ascontiguousarray(train_images, dtype=np.float32))[:, None]
+    # uint8 images (as cached) stay uint8, a quarter of float32's memory; each batch is read as value / 255,
+    # the same float32 values uint8_to_float gives.
+    arr = np.asarray(train_images)
+    clean_all = torch.from_numpy(np.ascontiguousarray(arr if arr.dtype == np.uint8 else arr.astype(np.float32, copy=False)))[:, None]
     history: list[dict[str, Any]] = []
     model.train()
     # A bar over steps, not epochs: at the study's size one epoch takes minutes on a CPU, and a log
@@ -89,6 +92,8 @@ def train_denoiser(
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             clean = clean_all[idx]
+            if clean.dtype == torch.uint8:
+                clean = clean.to(torch.float32) / 255.0
             flip = torch.rand(len(idx), generator=gen) < 0.5
             clean = torch.where(flip[:, None, None, None], clean.flip(-1), clean)
             if patch < size:  # one random crop per batch: more steps for the same seconds
