@@ -135,17 +135,23 @@ def test_operating_point_metrics_counts_and_checks():
     assert choose_threshold(_pred(pos, score), "sensitivity", 0.75)["threshold"] == t
 
 
-def test_the_report_shows_the_operating_point_and_decision_curves(tmp_path):
+def _simulated_report(tmp_path, *overrides):
+    """A report of two simulated models (two slices a patient), evaluated under ``overrides``."""
     from medauc.evaluate import evaluate_stage
     from medauc.evaluate.synthetic import simulate_run
     from medauc.report import report_stage
     from medauc.runs import open_run
 
-    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=50", "evaluate.threshold_rule=youden"])
+    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=50", *overrides])
     run = open_run(tmp_path / "run", cfg)
     simulate_run(run, {"a": 2.0, "b": 2.5}, slices_per_patient=2)
     evaluate_stage(cfg, run)
     report_stage(cfg, run)
+    return run
+
+
+def test_the_report_shows_the_operating_point_and_decision_curves(tmp_path):
+    run = _simulated_report(tmp_path, "evaluate.threshold_rule=youden")
     html = (run / "report.html").read_text()
     results = json.loads((run / "results.json").read_text())
     assert "Operating threshold, chosen on validation" in html and "Youden" in html
@@ -157,16 +163,7 @@ def test_the_report_shows_the_operating_point_and_decision_curves(tmp_path):
 
 
 def test_the_operating_and_decision_tables_name_the_configured_interval_level(tmp_path):
-    from medauc.evaluate import evaluate_stage
-    from medauc.evaluate.synthetic import simulate_run
-    from medauc.report import report_stage
-    from medauc.runs import open_run
-
-    cfg = load_config("smoke", ["model.names=[a,b]", "evaluate.n_bootstrap=50", "evaluate.level=0.9"])
-    run = open_run(tmp_path / "run", cfg)
-    simulate_run(run, {"a": 2.0, "b": 2.5}, slices_per_patient=2)
-    evaluate_stage(cfg, run)
-    report_stage(cfg, run)
+    run = _simulated_report(tmp_path, "evaluate.level=0.9")
     md = (run / "report.md").read_text()
     captions = [line for line in md.splitlines() if line.startswith("**Operating point chosen on validation")
                 or line.startswith("**Net benefit per")]
