@@ -223,6 +223,8 @@ def test_the_denoiser_never_trains_on_the_validation_images_check_b_scores(tmp_p
     cfg = tiny_config()
     result = augment_stage(cfg, run_dir, progress=False)
     (trained,) = seen
+    assert trained.dtype == np.uint8  # the healthy sources stay 8-bit as cached; the denoiser reads value / 255
+    trained = trained.astype(np.float32) / np.float32(255)
     size = cfg.augment.image_size
     rows = {s: manifest[(manifest["split"] == s) & (manifest["label"] == "healthy")] for s in ("train", "val")}
     images = {s: uint8_to_float(load_images(list(r["path"]), size, run_dir / "cache")) for s, r in rows.items()}
