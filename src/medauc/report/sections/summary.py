@@ -10,9 +10,9 @@ from medauc.report.provenance import image_checks
 
 
 def summary_section(ctx: Context) -> None:
-    """The study's four questions, answered in sentences filled from the run's files."""
+    """The study's four questions and the fifth (another hospital), answered in sentences filled from the run's files."""
     doc = ctx.doc
-    doc.h("The study's four questions, answered from this run")
+    doc.h("The study's questions, answered from this run")
     if ctx.cfg.data.source == "phantom":
         doc.p("These answers are about the built-in synthetic phantom with models trained from scratch at demo size: "
               "they show the method, not facts about real MRI. Run `medauc run --config study data.path=PATH` for the real data.", "note")
