@@ -98,7 +98,7 @@ def generate_blocks(
     for start in progress_bar(range(0, m, batch_size), desc=desc, unit="batch", disable=not progress or m == 0):
         sl = slice(start, min(start + batch_size, m))
         src = sources[idx[sl]]
-        if isinstance(src, torch.Tensor):  # a ShardImages view of the cache returns tensors
+        if isinstance(src, torch.Tensor):  # uint8 tensors, as load_images and a ShardImages view return them
             src = src.numpy()
         if src.dtype == np.uint8:
             src = src.astype(np.float32) / np.float32(255.0)
@@ -300,7 +300,6 @@ def restore_test_set(
     rows = orig[(orig["split"] == "test") & (orig["label"] != negative_class)].reset_index(drop=True)
     # Read from the cache a block at a time (lazy), not held whole: at the study's size these are thousands of images.
     images = load_images(list(rows["path"]), acfg.image_size, cache_dir, desc="load tumour test", lazy=cache_dir is not None)
-    images = images if cache_dir is not None else images.numpy()
     plan = [(i, float(s), 0) for i in range(len(rows)) for s in acfg.sigmas]
     # split stays "test": these are test images (never trained on), kept in their own file.
     new = derived_rows(rows, plan, "restoration", split="test")
