@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medauc import fileio, lock, records, relocate
+from medauc import allocator, fileio, lock, records, relocate
 from medauc.config import Config
 from medauc.errors import RunFolderError
 from medauc.stage_keys import LATER, _function, describe, expand, report_code, settings_key, stage_key  # noqa: F401 (re-exported)
@@ -401,7 +401,10 @@ def _call(stage: Stage, cfg: Config, run_dir: Path, force: bool, options: dict[s
     function = _function(stage.function)
     if "force" in inspect.signature(function).parameters:  # a stage with parts of its own passes it on
         options = {**options, "force": force}
-    return function(cfg, run_dir, **options)
+    try:
+        return function(cfg, run_dir, **options)
+    finally:  # the next stage of a run starts from what is held, not from the largest heap this one needed
+        allocator.release()
 
 
 def _skipped(stage: Stage, run_dir: Path, verified: set[tuple[Path, str]] | None) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medauc import fileio, runs
+from medauc import allocator, fileio, runs
 from medauc.augment import artefacts, checks
 from medauc.augment.classifier_checks import known_subjects
 from medauc.augment.denoiser import model_restore_fn, save_denoiser
@@ -147,6 +147,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     timing["denoiser_train_seconds"] = time.perf_counter() - t0
     # CPU seconds (all threads) as well: on shared cores wall time says more about the neighbours.
     timing["denoiser_train_cpu_seconds"] = time.process_time() - c0
+    allocator.release()  # each phase's peak its own (medauc.allocator)
     restore_fn = model_restore_fn(model)
     # sigma 0 (a clean image) first: a denoiser that erases anatomy shows there. Blur and non-local
     # means on the same noisy images say whether the U-Net earns its place.
@@ -159,6 +160,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
             with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to the temporary name
                 np.savez_compressed(fh, **examples)
     timing["validation_seconds"] = time.perf_counter() - t0
+    allocator.release()
     save_denoiser(model, acfg, out, seed=cfg.seed, n_train=len(clean), n_val=len(val), history=history, validation=val_quality)
 
     # Generation streams a block at a time: each block is written and measured for checks b, c
@@ -176,10 +178,12 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
     write_manifest(out / "manifest.csv", augmented)
     timing["generate_seconds"] = time.perf_counter() - t0
     timing["generate_cpu_seconds"] = time.process_time() - c0
+    allocator.release()
     t0 = time.perf_counter()
     restored_test = restore_test_set(manifest, acfg, neg, restore_fn, out / "restored_test", cfg.seed + 3, progress, cache)
     write_manifest(out / "restored_test.csv", restored_test)
     timing["restore_test_seconds"] = time.perf_counter() - t0
+    allocator.release()
 
     t0 = time.perf_counter()
     gen_rows = augmented[augmented["augmentation"] == "restoration"].reset_index(drop=True)
@@ -205,6 +209,7 @@ def _augment(cfg: Config, run_dir: Path, manifest_path: Path, checks_path: Path,
         source_rows = src_rows["image_id"].map(train_pos).to_numpy(np.int64)  # the sources are the healthy rows
         result["c_memorisation"] = acc.memorisation(all_train, source_rows, source_rows, acfg.near_copy_threshold)
         del all_train
+        allocator.release()
         if same_size:
             x_orig, x_gen = _block_features(clean), acc.feature_rows
         else:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medauc import fileio, records
+from medauc import allocator, fileio, records
 from medauc.relocate import key_sha256
 from medauc.stage_keys import model_folder
 from medauc.classify import distributed as ddp
@@ -196,6 +196,7 @@ def train_one(
             trainer.resume(state)
             log.info("%s seed %d: resuming after epoch %d", model_name, seed, trainer.epoch)
         trainer.fit(train, sets[monitor_split], monitor_split)
+        allocator.release()  # each phase's peak its own: the freed training heap does not stay under the predictions
     trainer.load_best()
     written = {}
     for name, s in sets.items():
@@ -205,6 +206,7 @@ def train_one(
             if d.is_main:
                 _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes,
                                                            known_subjects(s.frame)))
+            allocator.release()
         written[name] = str(path)
     meta = fileio.read_json(model_dir / "model.json")
     if todo and d.is_main:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from medauc.progress import progress_bar
 
-from medauc import fileio, records
+from medauc import allocator, fileio, records
 from medauc.relocate import key_sha256
 from medauc.augment.generate import (
     append_rows, derived_rows, generation_plan, healthy_train, write_stream,
@@ -134,6 +134,8 @@ def strategy_inputs(
         blocks = ((slice(start, start + 256), classic_augment(uint8_to_float(torch.from_numpy(images[idx[start : start + 256]])), gen))
                   for start in progress_bar(range(0, len(plan), 256), desc="classic", unit="batch", disable=not progress or not plan))
         new = write_stream(blocks, derived_rows(src, plan, "classic"), sdir / "generated")
+        del images
+        allocator.release()
         write_manifest(path, append_rows(manifest, new))
         records.mark_stage(run_dir, "strategies/classic_images", key, files=[path, *new["path"]])
         return plain, path, sdir
@@ -235,6 +237,7 @@ def compute(cfg: Config, run_dir: str | Path, force: bool = False, progress: boo
         tr = tr[tr["split"] == "train"]
         counts[name] = {"n_train": int(len(tr)), "n_train_healthy": int((tr["label"] == neg).sum()),
                         "imbalance": scfg.train.imbalance, "folder": str(out_dir)}
+        allocator.release()  # the next strategy starts from what is held (see medauc.allocator)
 
     ev = evaluate_predictions(pred_files, cfg, val_files=val_files)
     tests = paired_tests(ev)
