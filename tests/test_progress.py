@@ -57,3 +57,29 @@ def test_long_work_off_a_terminal_gets_a_line_at_least_every_interval(monkeypatc
     with caplog.at_level(logging.INFO, logger="medauc.progress"):
         list(progress_bar(range(50), desc="quick", unit="img"))
     assert len(caplog.records) == 2
+
+
+def test_prediction_of_a_set_is_never_silent_and_its_logits_do_not_change(monkeypatch, caplog):
+    # At the study's size one predicted set is tens of thousands of images: minutes without a line before.
+    import torch
+
+    from medauc.classify.predict import predict_logits
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :3]
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return x.float()[:, None] / 255
+
+    images = torch.arange(10 * 4 * 4, dtype=torch.uint8).reshape(10, 4, 4)
+    monkeypatch.setattr(progress_mod.sys, "stderr", io.StringIO())
+    monkeypatch.setattr(progress_mod, "INTERVAL_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="medauc.progress"):
+        quiet = predict_logits(Net(), images, transform, 4)
+        assert not caplog.records  # no desc: no lines (the per-epoch validation pass)
+        shown = predict_logits(Net(), images, transform, 4, desc="predict test (m seed 0)")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "predict test (m seed 0): 3 batch ..." and lines[-1].startswith("predict test (m seed 0): done in")
+    assert any(line.startswith("predict test (m seed 0): 2/3 batch") for line in lines)
+    assert torch.equal(quiet, shown) and torch.equal(shown, images.float().flatten(1)[:, :3] / 255)

@@ -23,14 +23,20 @@ from medauc.fileio import write_csv
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, transform: InputTransform, batch_size: int, d: ddp.Dist = ddp.Dist(),
-    autocast: Any = nullcontext,
+    autocast: Any = nullcontext, desc: str | None = None,
 ) -> torch.Tensor:
-    """uint8 images (N, S, S) -> float32 logits (N, C) on CPU, sharded over ranks and gathered."""
+    """uint8 images (N, S, S) -> float32 logits (N, C) on CPU, sharded over ranks and gathered.
+
+    With ``desc``, the main rank shows progress (off a terminal, a log line at least every 30 s: at the
+    study's size one set is tens of thousands of images and minutes of work on a CPU)."""
+    from medauc.progress import progress_bar
+
     was_training = model.training
     model.eval()
     idx = ddp.shard(len(images), d)
     outs = []
-    for chunk in idx.split(batch_size):
+    chunks = idx.split(batch_size)
+    for chunk in progress_bar(chunks, desc=desc, unit="batch", disable=desc is None or not d.is_main or not chunks):
         with autocast():
             outs.append(model(transform(images[chunk])).float())
     n_classes = outs[0].shape[1] if outs else 0
@@ -104,7 +110,7 @@ def predict_manifest(
     # image_set checks labels against the classes; unknown labels are allowed here, so map them away.
     frame = df.assign(label=classes[0])
     s = image_set(frame, classes, int(meta["image_size"]), cache_dir, base, lazy=cache_dir is not None)
-    logits = predict_logits(model, s.images, InputTransform(meta), batch_size)
+    logits = predict_logits(model, s.images, InputTransform(meta), batch_size, desc=f"predict {Path(out_csv).name}")
     pred = predictions_frame(s.image_ids, labels, logits, classes, known_subjects(df))
     write_csv(out_csv, pred.to_dict("records"), list(pred.columns))
     return pred

@@ -202,7 +202,8 @@ def train_one(
     for name, s in sets.items():
         path = pred_dir / f"{name}.csv"
         if todo or not path.is_file():
-            logits = predict_logits(trainer.net, s.images, trainer.transform, 2 * cfg.train.batch_size, d, trainer.autocast)
+            logits = predict_logits(trainer.net, s.images, trainer.transform, 2 * cfg.train.batch_size, d, trainer.autocast,
+                                    desc=f"predict {name} ({model_name} seed {seed})")
             if d.is_main:
                 _write_predictions(path, predictions_frame(s.image_ids, [classes[i] for i in s.labels], logits, classes,
                                                            known_subjects(s.frame)))

@@ -172,7 +172,8 @@ def _predict_sets(cfg: Config, run_dir: Path, device: Any) -> dict[str, Any]:
             cl = bool(meta.get("channels_last", False))
             net = net.to(device, memory_format=torch.channels_last) if cl else net.to(device)
             with torch.inference_mode():
-                logits = predict_logits(net, images_u8.images, InputTransform(meta, device, cl), 64)
+                logits = predict_logits(net, images_u8.images, InputTransform(meta, device, cl), 64,
+                                        desc=f"predict external {s.name} ({model} seed {seed})")
             pred = predictions_frame(images_u8.image_ids, list(df["label"].astype(str)), logits, list(meta["classes"]),
                                      known_subjects(df))
             fileio.write_csv(run_dir / "predictions" / model / str(seed) / f"external-{s.name}.csv",
