@@ -339,3 +339,33 @@ def test_best_checkpoint_is_the_lowest_monitored_loss_not_the_last_epoch(
     test_rows = pd.read_csv(manifest).query("split == 'test'")
     prob = predict_images(model, meta, np.stack([load_image(p) for p in test_rows["path"]]))
     assert np.allclose(prob, predictions_of(result).filter(like="prob_").to_numpy(), atol=1e-6)
+
+
+def test_a_model_trained_but_not_recorded_finishes_even_when_its_files_went_since(
+    manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed while predicting (training done, last.pt kept, nothing recorded); then a rebuild removes the
+    files an older record listed. The next run resumes from last.pt and writes history.csv again; without
+    best.safetensors it trains from the start. Before, the first crashed (history.csv missing) and the
+    second reported that no epoch had finished."""
+    config = cfg("train.epochs=2")
+    whole = st.train_stage(config, tmp_path / "a", manifest)[0]
+    original = st.predict_logits
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for gone in (["history.csv"], ["history.csv", "best.safetensors", "model.json"]):
+        run = tmp_path / f"b-{len(gone)}"
+        monkeypatch.setattr(st, "predict_logits", killed)
+        with pytest.raises(KeyboardInterrupt):
+            st.train_stage(config, run, manifest)
+        monkeypatch.setattr(st, "predict_logits", original)
+        folder = run / "train/test_resnet/0"
+        assert (folder / "last.pt").is_file()
+        for name in gone:
+            (folder / name).unlink()
+        again = st.train_stage(config, run, manifest)[0]
+        assert again["epochs"] == 2 and not (folder / "last.pt").exists()
+        pd.testing.assert_frame_equal(history(tmp_path / "a"), history(run))
+        assert predictions_of(again).equals(predictions_of(whole))

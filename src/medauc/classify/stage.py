@@ -186,6 +186,10 @@ def train_one(
                 "or choose another --out"
             )
         state = None
+    if state is not None and not (model_dir / "best.safetensors").is_file():
+        # The best epoch's weights are not in last.pt; without them a resumed model cannot predict.
+        log.warning("%s seed %d: %s has no best.safetensors beside it; training from the start", model_name, seed, last)
+        state = None
     if todo and state is None and d.is_main:
         for stale in ("last.pt", "best.safetensors", "model.json", "history.csv"):
             (model_dir / stale).unlink(missing_ok=True)

@@ -246,6 +246,8 @@ class Trainer:
         self.best_loss, self.best_epoch = float(st["best_loss"]), int(st["best_epoch"])
         self.bad_epochs, self.stopped = int(st["bad_epochs"]), bool(st["stopped"])
         set_rng_state(st["rng"], self.gen)
+        if self.d.is_main:  # last.pt holds the history: an interrupted run's history.csv may have gone since (a rebuild)
+            fileio.write_csv(self.model_dir / "history.csv", self.history, HISTORY_COLUMNS)
 
     def _save_best(self) -> None:
         with fileio.atomic_path(self.model_dir / "best.safetensors") as tmp:
