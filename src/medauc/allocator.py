@@ -23,6 +23,7 @@ import functools
 import os
 import platform
 import sys
+import time
 from collections.abc import Sequence
 
 TUNABLES = ("glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296:"
@@ -57,6 +58,22 @@ def release() -> bool:
     return True
 
 
+_last_release = [0.0]
+
+
+def release_every(seconds: float = 10.0) -> bool:
+    """:func:`release` at most once every ``seconds``: for a long loop, called once a batch. Without
+    it the freed memory kept under the tunables crept up batch by batch in long loops (the
+    predictions of 18,900 generated images: 1.6 -> 8 GB resident at 21k images; generation 1.9 -> 3.6
+    GB), and went back only when the loop ended. Every ``seconds`` the kernel maps a batch's pages
+    again: about a second per minute of work at most, usually far less."""
+    now = time.monotonic()
+    if now - _last_release[0] < seconds:
+        return False
+    _last_release[0] = now
+    return release()
+
+
 def reexec_with_tunables(command: Sequence[str]) -> None:
     """Replace this process by ``command`` with :data:`TUNABLES` in its environment (same pid, so a
     parent such as torchrun or a shell still waits on it); returns only when :func:`wanted` is False."""
@@ -73,4 +90,4 @@ def ensure_tunables(argv: Sequence[str]) -> None:
     reexec_with_tunables([sys.executable, "-m", "medauc", *argv])
 
 
-__all__ = ["TUNABLES", "ensure_tunables", "reexec_with_tunables", "release", "wanted"]
+__all__ = ["TUNABLES", "ensure_tunables", "reexec_with_tunables", "release", "release_every", "wanted"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from medauc import allocator
 from medauc.progress import progress_bar
 
 from medauc.augment.denoiser import RestoreFn
@@ -104,6 +105,7 @@ def generate_blocks(
             src = src.astype(np.float32) / np.float32(255.0)
         noisy = add_noise(src, sig[sl], gen)
         yield sl, restore_fn(noisy, sig[sl]), noisy
+        allocator.release_every()
 
 
 def generate(

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medauc import allocator
 from medauc.classify import distributed as ddp
 from medauc.classify.models import InputTransform, load_trained, prepare_batch
 from medauc.data.datasets import image_set
@@ -39,6 +40,7 @@ def predict_logits(
     for chunk in progress_bar(chunks, desc=desc, unit="batch", disable=desc is None or not d.is_main or not chunks):
         with autocast():
             outs.append(model(transform(images[chunk])).float())
+        allocator.release_every()
     n_classes = outs[0].shape[1] if outs else 0
     local = torch.cat(outs) if outs else torch.empty((0, n_classes))
     model.train(was_training)

@@ -27,7 +27,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from medauc.progress import Progress, progress_bar
 
-from medauc import fileio, reproducibility
+from medauc import allocator, fileio, reproducibility
 from medauc.classify import distributed as ddp
 from medauc.classify.checkpoint import rng_state, set_rng_state
 from medauc.classify.models import InputTransform, create_model, input_stats
@@ -276,6 +276,7 @@ class Trainer:
         total_n, wait = 0, 0.0
         start = time.perf_counter()
         for step, (idx, flip) in enumerate(plan):
+            allocator.release_every(60.0)  # a long epoch's freed memory creeps up otherwise (medauc.allocator)
             t0 = time.perf_counter()
             local = ddp.local_slice(torch.arange(len(idx)), d)
             x = images[idx[local].to(images.device)]
