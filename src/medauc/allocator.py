@@ -86,12 +86,12 @@ def kept_bytes() -> int | None:
     """Memory this process has freed but still holds resident: its anonymous resident pages less what
     malloc has handed out (None where that cannot be read: no glibc 2.33, no /proc)."""
     info = _mallinfo2()
+    if info is None:
+        return None
     try:
         with open("/proc/self/statm") as fh:
             fields = fh.read().split()
     except OSError:
-        return None
-    if info is None:
         return None
     page = os.sysconf("SC_PAGE_SIZE")
     anon = (int(fields[1]) - int(fields[2])) * page  # resident less file-backed

@@ -105,7 +105,6 @@ def generate_blocks(
             src = src.astype(np.float32) / np.float32(255.0)
         noisy = add_noise(src, sig[sl], gen)
         yield sl, restore_fn(noisy, sig[sl]), noisy
-        allocator.release_every()
 
 
 def generate(
@@ -169,6 +168,7 @@ def write_stream(
             on_block(sl, images)
         for img, row in zip(images, rows[sl]):
             _write_one(img, row, out_dir)
+        allocator.release_every()  # generation, the restored test set and the classic augmentation all stream here
     return pd.DataFrame(rows)
 
 

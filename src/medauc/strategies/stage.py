@@ -76,7 +76,6 @@ def classic_augment(images: np.ndarray, generator: torch.Generator, max_degrees:
     gamma = 0.9 + 0.2 * u[:, 4]
     x = (x * contrast[:, None, None, None] + bright[:, None, None, None]).clamp(0.0, 1.0)
     x = x ** gamma[:, None, None, None]
-    allocator.release_every()  # called a block at a time (medauc.allocator)
     return x[:, 0].numpy()
 
 
