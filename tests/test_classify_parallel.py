@@ -30,7 +30,7 @@ def files(run: Path, model: str) -> dict[str, bytes]:
     return out
 
 
-def test_two_jobs_equal_one_at_a_time_bit_for_bit(manifest: Path, tmp_path: Path) -> None:
+def test_two_jobs_equal_one_at_a_time_bit_for_bit(manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Catches: the worker's config losing a setting on its way (epochs_by_model: test_vit would train
     # 2 epochs), another seed or thread count in the worker, results returned in finishing order.
     one = st.train_stage(load_config("smoke", TWO), tmp_path / "one", manifest)
@@ -45,6 +45,11 @@ def test_two_jobs_equal_one_at_a_time_bit_for_bit(manifest: Path, tmp_path: Path
     # Each worker recorded its own model: a rerun in one process skips both.
     again = st.train_stage(load_config("smoke", TWO), tmp_path / "two", manifest)
     assert all(r["skipped"] for r in again)
+    # A rerun with jobs 2 neither times nor trains a finished model (parallel.training_cost).
+    probed: list[str] = []
+    monkeypatch.setattr(parallel, "step_seconds", lambda cfg, models, *a, **k: probed.extend(models) or {})
+    again = st.train_stage(load_config("smoke", [*TWO, "train.jobs=2"]), tmp_path / "two", manifest)
+    assert all(r["skipped"] for r in again) and probed == []
 
 
 def test_a_failing_training_stops_the_stage_naming_the_model(manifest: Path, tmp_path: Path) -> None:
@@ -65,6 +70,42 @@ def test_plan_shares_the_cores_and_keeps_gpus_and_torchrun_sequential(monkeypatc
     assert parallel.plan(cfg, 4, torch.device("cuda", 0), False) == (1, 0)
     assert parallel.plan(cfg, 4, cpu, True) == (1, 0)
     assert parallel.order([2, 3, 9, 9]) == [2, 3, 1, 0]
+
+
+def test_the_costliest_training_starts_first_by_epochs_times_step_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catches: the order by epochs alone (the demo's tf_efficientnetv2_b0, 12 epochs, started first
+    # and resnet18 beside it, leaving densenet121 and efficientformerv2_s0 to one core), each seed
+    # timed again, a finished model timed, an unknown model stopping the stage here instead of in
+    # its own training.
+    cfg = load_config("smoke", ["train.num_threads=1"])
+    timed: list[str] = []
+
+    def fake(cfg, models, num_classes, threads):
+        timed.extend(models)
+        return {"slow": 1.0, "fast": 0.1, "broken": float("inf")}
+
+    monkeypatch.setattr(parallel, "step_seconds", fake)
+    tasks = [("fast", 0), ("fast", 1), ("slow", 0), ("broken", 0), ("done", 0)]
+    costs = parallel.training_cost(cfg, tasks, [12, 12, 8, 8, 0], 4, 1)  # epochs 0: finished
+    assert costs == pytest.approx([1.2, 1.2, 8.0, float("inf"), 0.0])
+    assert timed == ["fast", "slow", "broken"]
+    assert parallel.order(costs) == [3, 2, 0, 1, 4]
+
+
+def test_step_seconds_times_each_network_without_touching_the_random_state() -> None:
+    # Catches: the probe drawing from the global generator (a training started after it in this
+    # process would initialise other weights), the thread count left changed, a zero or missing time,
+    # a network that cannot be built stopping the stage here instead of in its own training.
+    cfg = load_config("smoke", ["data.image_size=32"])
+    threads = torch.get_num_threads()
+    torch.manual_seed(5)
+    seconds = parallel.step_seconds(cfg, ["test_resnet", "no_such_model_xyz"], 3, 1, batch=4, rounds=1)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
+    assert torch.get_num_threads() == threads
+    assert 0 < seconds["test_resnet"] < 10
+    assert seconds["no_such_model_xyz"] == float("inf")
 
 
 _TRAIN = """

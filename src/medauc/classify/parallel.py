@@ -10,7 +10,11 @@ Each training runs in its own spawned process with ``threads`` intra-op threads 
 files as :func:`medauc.classify.stage.train_stage` does in one process (its own folder, its own
 stage record), so a result depends only on its inputs and its thread count, never on which
 trainings ran beside it: ``jobs=2`` with one thread each equals ``jobs=1`` with
-``train.num_threads=1`` bit for bit (tested). The longest trainings (most epochs) start first.
+``train.num_threads=1`` bit for bit (tested). The longest trainings start first (longest processing
+time first: with two cores and four trainings, the two that finish last then end close together).
+How long a training takes is estimated before it starts (:func:`training_cost`): its epochs times the
+seconds of one step of its network, timed here on 16 images, because a network's size says little
+(densenet121 has fewer parameters than resnet18 and trains at 0.66 times its speed on a CPU at 64 px).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,9 +64,70 @@ def plan(cfg: Config, n_tasks: int, device: torch.device, distributed: bool) -> 
     return jobs, threads
 
 
-def order(epochs: list[int]) -> list[int]:
-    """Indexes of the trainings, most ``epochs`` first (stable): the long trainings start first."""
-    return sorted(range(len(epochs)), key=lambda i: -epochs[i])
+def order(costs: list[float]) -> list[int]:
+    """Indexes of the trainings, the costliest first (stable): the long trainings start first."""
+    return sorted(range(len(costs)), key=lambda i: -costs[i])
+
+
+def step_seconds(cfg: Config, models: list[str], num_classes: int, threads: int, batch: int = 16, rounds: int = 2) -> dict[str, float]:
+    """Seconds of one forward and backward pass of each network on ``batch`` images at the training size.
+
+    Timed in this process on ``threads`` threads, in ``rounds`` rounds that take each network in turn
+    (the first round, which allocates and picks kernels, is not counted): a network's time is its
+    fastest pass. On a shared 2-core machine, one pass each on 8 images varied by up to 1.8x (the
+    first network of a process the slowest) and ranked resnet18 above densenet121 half the time; the
+    fastest of two rounds on 16 images ranked the demo's four as their trainings take, every time
+    (densenet121 0.54-0.59 s, resnet18 0.40-0.41, tf_efficientnetv2_b0 0.26-0.29, efficientformerv2_s0
+    0.22-0.23; 5-8 s for the four). A network that cannot be built or run gets ``inf``: its training
+    starts first and reports the error itself.
+    Random weights and inputs, under a forked random state: nothing a training draws is changed.
+    """
+    from medauc.classify.models import create_model
+
+    size, chans, before = cfg.data.image_size, cfg.model.in_chans, torch.get_num_threads()
+    best = {m: float("inf") for m in models}
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            x = torch.rand(batch, chans, size, size)
+            nets = {}
+            for m in models:
+                try:
+                    nets[m] = create_model(m, num_classes, chans, size)
+                except Exception:  # noqa: BLE001 - only an estimate (see above)
+                    continue
+                if cfg.train.channels_last:
+                    nets[m].to(memory_format=torch.channels_last)
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for r in range(1 + rounds):
+                for m, net in list(nets.items()):
+                    start = time.perf_counter()
+                    try:
+                        net(x).float().logsumexp(1).mean().backward()
+                    except Exception:  # noqa: BLE001 - only an estimate (see above)
+                        del nets[m]
+                        best[m] = float("inf")
+                        continue
+                    if r:
+                        best[m] = min(best[m], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
+def training_cost(cfg: Config, tasks: list[tuple[str, int]], epochs: list[int], num_classes: int, threads: int) -> list[float]:
+    """Each training's estimated length: its ``epochs`` x one step of its network (:func:`step_seconds`).
+
+    Only the order of the trainings depends on it, never a result. Each network is timed once (its
+    seeds share the estimate); one whose trainings all have 0 ``epochs`` (finished) is not timed.
+    """
+    models = list(dict.fromkeys(m for (m, _), e in zip(tasks, epochs) if e))
+    per_step = step_seconds(cfg, models, num_classes, threads) if models else {}
+    if per_step:
+        log.info("seconds per forward and backward pass on 16 images, %d thread(s) (the costliest trainings start first): %s",
+                 threads, ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()))
+    return [e * per_step[m] if e else 0.0 for (m, _), e in zip(tasks, epochs)]
 
 
 def _init(parent_pid: int, threads: int, level: int) -> None:
@@ -77,13 +143,13 @@ def _run(train_one: Callable[..., dict[str, Any]], cfg_dict: dict[str, Any], *ar
 
 
 def train_parallel(
-    train_one: Callable[..., dict[str, Any]], cfg: Config, out_dir: Path, tasks: list[tuple[str, int]], epochs: list[int],
+    train_one: Callable[..., dict[str, Any]], cfg: Config, out_dir: Path, tasks: list[tuple[str, int]], costs: list[float],
     classes: list[str], train: ImageSet, sets: dict[str, ImageSet], monitor_split: str, manifest_sha: str, force: bool,
     jobs: int, threads: int,
 ) -> list[dict[str, Any]]:
     """Train ``tasks`` (model, seed), ``jobs`` at a time with ``threads`` threads each; results in ``tasks`` order.
 
-    ``epochs``: each task's epoch count (the most start first).
+    ``costs``: each task's estimated length (:func:`training_cost`; the costliest start first).
 
     ``train_one``: :func:`medauc.classify.stage.train_one` (passed by reference to each process).
 
@@ -99,7 +165,7 @@ def train_parallel(
         pending = {
             i: pool.apply_async(_run, (train_one, cfg_dict, out_dir, *tasks[i], classes, train, sets, monitor_split,
                                        manifest_sha, force))
-            for i in order(epochs)
+            for i in order(costs)
         }
         while pending:  # the first failure, whichever training it is in, stops the run at once
             for i in [i for i, res in pending.items() if res.ready()]:

@@ -158,8 +158,11 @@ def train_stage(
     jobs, threads = parallel.plan(cfg, len(tasks), d.device, d.enabled)
     try:
         if jobs > 1:
-            epochs = [model_config(cfg, m).train.epochs for m, _ in tasks]
-            return parallel.train_parallel(train_one, cfg, out_dir, tasks, epochs, classes, train, loaded, monitor_split,
+            # A finished training costs nothing: only the others are timed and ordered (medauc.classify.parallel).
+            epochs = [0 if records.stage_is_done(out_dir, f"train/{safe_name(m)}/{s}", stage_key(cfg, m, s, manifest_sha))
+                      else model_config(cfg, m).train.epochs for m, s in tasks]
+            costs = parallel.training_cost(cfg, tasks, epochs, len(classes), threads)
+            return parallel.train_parallel(train_one, cfg, out_dir, tasks, costs, classes, train, loaded, monitor_split,
                                            manifest_sha, force, jobs, threads)
         return [train_one(cfg, out_dir, m, s, classes, train, loaded, monitor_split, manifest_sha, d, force) for m, s in tasks]
     finally:
