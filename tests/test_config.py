@@ -137,18 +137,18 @@ def test_lists_and_mappings_cannot_be_changed():
 
 
 def test_plain_forms_are_lists_and_dicts():
-    cfg = load_config("demo", ["train.epochs_by_model={resnet18: 3}"])
+    cfg = load_config("demo", ["train.epochs_by_model={resnet10t: 3}"])
     plain = to_dict(cfg)
     assert plain["model"]["names"] == list(cfg.model.names) and isinstance(plain["model"]["names"], list)
-    assert plain["train"]["epochs_by_model"] == {"resnet18": 3} and type(plain["train"]["epochs_by_model"]) is dict
+    assert plain["train"]["epochs_by_model"] == {"resnet10t": 3} and type(plain["train"]["epochs_by_model"]) is dict
     assert yaml.safe_load(dump_yaml(cfg)) == plain  # safe_dump cannot write a tuple or a mappingproxy
     plain["model"]["names"].append("x")  # a copy: the config is untouched
     assert "x" not in cfg.model.names
     # A read-only mapping hashes as the dict it holds (json's default=str would hash its repr).
-    assert config_hash(cfg.train.epochs_by_model) == config_hash({"resnet18": 3})
+    assert config_hash(cfg.train.epochs_by_model) == config_hash({"resnet10t": 3})
     # replace() merges a mapping into train.epochs_by_model as it merged a dict
     merged = replace(cfg, **{"train.epochs_by_model": load_config("demo").train.epochs_by_model})
-    assert merged.train.epochs_by_model == {"resnet18": 3, "tf_efficientnetv2_b0": 12}
+    assert merged.train.epochs_by_model == {"resnet10t": 3, "tf_efficientnetv2_b0": 12}
 
 
 # Digests computed before configs were frozen (lists and dicts): freezing them must not change a
@@ -168,10 +168,11 @@ KEYS = {
     # Issue 25: config.yaml of both, the new phantom.site, evaluate.external, threshold_rule and decision_thresholds fields (at their defaults they
     # stay out of every stage key, LATER); demo's evaluate, deliberately: it evaluates an external hospital.
     # Issue 25 again, deliberately: demo's EfficientNet is tf_efficientnetv2_b0 (12 epochs) instead of
-    # efficientnet_es (16), for the time budget; the other three models' keys are unchanged, so a demo
-    # run folder keeps them and trains only the new one.
-    "demo": {"config.yaml": "2ceeff1256f14cae", "augment": "7879da5b94949217", "strategies": "3e925ca69572180b",
-             "evaluate": "6eee3a8648a7243c", "train": "03ed911ef188da63", "train/resnet18": "ffd32318ba9dd03a",
+    # efficientnet_es (16), and its ResNet resnet10t instead of resnet18 (also the strategies' model,
+    # which augment's key reads: augment recomputes), for the time budget; densenet121's and
+    # efficientformerv2_s0's keys are unchanged, so a demo run folder keeps them.
+    "demo": {"config.yaml": "3debfc24b36f1db8", "augment": "2ec7017ffb69fc4b", "strategies": "ff23e4c98ad5179e",
+             "evaluate": "f3f224e610b4bc33", "train": "4e0e695821dc0a8f", "train/resnet10t": "a7cb04e7bf00d7f7",
              "train/densenet121": "e9d379065d1bc35e", "train/tf_efficientnetv2_b0": "a2014e1a9a985bc7",
              "train/efficientformerv2_s0": "2c54d47b67472f9c"},
     "smoke": {"config.yaml": "13ca18b214675db6", "augment": "18029e2ca29338e3", "strategies": "a6dc3f57a8f9e36f",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def test_question_five_when_the_winner_holds_and_when_it_changes(synthetic):
     changes = read_json(synthetic["test_vit"][0] / "external.json")["question_5"]
     assert holds["holds_everywhere"] and holds["answer"].startswith("Yes: test_resnet, best by macro AUC")
     assert "stays best" in holds["answer"] and "a change of" in holds["answer"]
+    # Catches: a held lead stated without its size, interval and test (a tie reads as a win), and the
+    # site's numbers run on after "is also best" with no separator.
+    assert re.search(r"is also best at ext: at ext \(.*stays best, ahead of test_vit by -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\], "
+                     r"(not )?significant \(", holds["answer"]), holds["answer"]
     assert not changes["holds_everywhere"] and changes["answer"].startswith("No: test_resnet")
     assert "not best at ext" in changes["answer"] and "test_vit leads by" in changes["answer"]
     assert changes["sites"][0]["against_site_best"]["other"] == "test_vit"

@@ -357,11 +357,16 @@ def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]
     r = s["ranking"]
     w, seed = r["winner"], r["seed"]
     cell, change = (s["models"][w]["seeds"][seed][k].get(r["metric"], {}) for k in ("metrics", "change"))
-    vs = next((t for t in r["tests"] if t["other"] == r["site_best"]), None)
+    # Held: the lead over the runner-up at the site; lost: the site's best model's lead over the winner.
+    ranked = list(r.get("site") or [])
+    other = r["site_best"] if not r["holds"] else (ranked[1] if len(ranked) > 1 else None)
+    vs = next((t for t in r["tests"] if t["other"] == other), None)
+    sign = 1 if r["holds"] else -1
+    lead = (f" by {fmt(sign * vs['difference'], 3)} [{fmt(min(sign * vs['ci_low'], sign * vs['ci_high']), 3)}, "
+            f"{fmt(max(sign * vs['ci_low'], sign * vs['ci_high']), 3)}], " + _verdict(vs)) if vs else ""
     where = f"{name} ({s['n_images']} images{', ' + str(s['n_patients']) + ' patients' if s.get('n_patients') else ''})"
     text = (f"at {where} {w} has {label} {fmt_est(cell, 3)}, a change of {fmt_est(change, 3)} from the internal test set, and "
-            + ("stays best" if r["holds"] else f"is not best: {r['site_best']} leads by {fmt(-vs['difference'] if vs else np.nan, 3)}"
-               + (f" [{fmt(-vs['ci_high'], 3)}, {fmt(-vs['ci_low'], 3)}], " + _verdict(vs) if vs else "")))
+            + (f"stays best{f', ahead of {other}' + lead if vs else ''}" if r["holds"] else f"is not best: {other} leads{lead}"))
     audit = s.get("audit") or {}
     if audit.get("overlaps_training"):
         text += f" (WARNING: this set {audit.get('text')}: no independent test)"
@@ -379,7 +384,8 @@ def question_five(external: dict[str, Any]) -> dict[str, Any]:
     if not sites:
         answer = "No external test set is configured (evaluate.external), so this run cannot say."
     elif not lost:
-        answer = f"Yes: {winner}, best by {label} on the internal test set, is also best " + "; ".join(t for t, _ in parts) + "."
+        answer = (f"Yes: {winner}, best by {label} on the internal test set, is also best at {', '.join(sites)}: "
+                  + "; ".join(t for t, _ in parts) + ".")
     else:
         answer = (f"No: {winner}, best by {label} on the internal test set, is not best at {', '.join(lost)}: "
                   + "; ".join(t for t, _ in parts) + ".")
