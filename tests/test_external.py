@@ -15,7 +15,7 @@ import pytest
 
 from cache_env import cache_at
 from medauc import preflight, stages
-from medauc.answers import question_five
+from medauc.external.answer import question_five
 from medauc.config import PhantomConfig, load_config, replace
 from medauc.data.phantom.design import class_counts
 from medauc.errors import ConfigError, DataError, RunFolderError

@@ -45,7 +45,8 @@ TIE = 1e-12
 LABELS = {"auc_macro": "macro AUC", "screening_auc": "screening AUC"}  # the primary metrics, in words
 
 
-def _fmt_p(p: float) -> str:
+def p_words(p: float) -> str:
+    """A p-value as the answers write it: ``"p = 0.37"``, ``"p = 0.0042"``, ``"p < 0.001"``."""
     if not np.isfinite(p):
         return "p undefined"
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"
@@ -74,7 +75,7 @@ def _claim(metric_label: str, metric: str, winner: str, loser: str, rows: list[d
             "not significant" + detectable_clause(r.get("detectable")))
         return (
             f"{winner}'s {metric_label} is {verb} than {loser}'s by {abs(diff):.4f} "
-            f"({r['test'].replace('_', ' ')}, {_fmt_p(r['p_value'])}{holm_note}): {verdict}",
+            f"({r['test'].replace('_', ' ')}, {p_words(r['p_value'])}{holm_note}): {verdict}",
             bool(r["significant"]),
         )
     family = f", {family_name(metric_label, mine[0]['family'])} of each seed" if mine and mine[0].get("family") else ""
@@ -347,58 +348,12 @@ def lesion(explain: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _verdict(t: dict[str, Any]) -> str:
-    if isinstance(t.get("note"), str) and t["note"]:
-        return t["note"] if t["note"].startswith("not assessable") else f"not assessable ({t['note']})"
-    return f"{'significant' if str(t.get('significant')) == 'True' else 'not significant'} ({t['test']}, {_fmt_p(t['p_holm'])} Holm)"
-
-
-def _site(name: str, s: dict[str, Any], label: str) -> tuple[str, dict[str, Any]]:
-    r = s["ranking"]
-    w, seed = r["winner"], r["seed"]
-    cell, change = (s["models"][w]["seeds"][seed][k].get(r["metric"], {}) for k in ("metrics", "change"))
-    # Held: the lead over the runner-up at the site; lost: the site's best model's lead over the winner.
-    ranked = list(r.get("site") or [])
-    other = r["site_best"] if not r["holds"] else (ranked[1] if len(ranked) > 1 else None)
-    vs = next((t for t in r["tests"] if t["other"] == other), None)
-    sign = 1 if r["holds"] else -1
-    lead = (f" by {fmt(sign * vs['difference'], 3)} [{fmt(min(sign * vs['ci_low'], sign * vs['ci_high']), 3)}, "
-            f"{fmt(max(sign * vs['ci_low'], sign * vs['ci_high']), 3)}], " + _verdict(vs)) if vs else ""
-    where = f"{name} ({s['n_images']} images{', ' + str(s['n_patients']) + ' patients' if s.get('n_patients') else ''})"
-    text = (f"at {where} {w} has {label} {fmt_est(cell, 3)}, a change of {fmt_est(change, 3)} from the internal test set, and "
-            + (f"stays best{f', ahead of {other}' + lead if vs else ''}" if r["holds"] else f"is not best: {other} leads{lead}"))
-    audit = s.get("audit") or {}
-    if audit.get("overlaps_training"):
-        text += f" (WARNING: this set {audit.get('text')}: no independent test)"
-    return text, {"site": name, "source": s["source"], "holds": r["holds"], "site_best": r["site_best"], "winner_value": cell,
-                  "change": change, "against_site_best": vs, "overlaps_training": bool(audit.get("overlaps_training"))}
-
-
-def question_five(external: dict[str, Any]) -> dict[str, Any]:
-    """Does the internal winner by ``evaluate.primary_metric`` stay best on each external set? (``external.json``)."""
-    sites = external["sites"]
-    label = LABELS.get(external["primary_metric"], external["primary_metric"])
-    parts = [_site(name, s, label) for name, s in sites.items()]
-    winner = next(iter(sites.values()))["ranking"]["winner"] if sites else None
-    lost = [d["site"] for _, d in parts if not d["holds"]]
-    if not sites:
-        answer = "No external test set is configured (evaluate.external), so this run cannot say."
-    elif not lost:
-        answer = (f"Yes: {winner}, best by {label} on the internal test set, is also best at {', '.join(sites)}: "
-                  + "; ".join(t for t, _ in parts) + ".")
-    else:
-        answer = (f"No: {winner}, best by {label} on the internal test set, is not best at {', '.join(lost)}: "
-                  + "; ".join(t for t, _ in parts) + ".")
-    return {"metric": external["primary_metric"], "winner": winner, "holds_everywhere": bool(sites) and not lost,
-            "sites": [d for _, d in parts], "answer": answer}
-
-
 def study_answers(metrics: dict[str, Any] | None, comparisons: pd.DataFrame | None, strategies: dict[str, Any] | None,
                   checks: dict[str, Any] | None, explain: dict[str, Any] | None,
                   primary_metric: str = "auc_macro", level: float = 0.95,
                   external: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """The study's four answers, each a sentence and the numbers it rests on; a question whose files are
-    missing is left out.
+    """The study's five answers, each a sentence and the numbers it rests on; a question whose files are
+    missing is left out (question 5 is written by the evaluate stage: :mod:`medauc.external.answer`).
 
     ``metrics``: ``metrics.json``; ``comparisons``: ``comparisons.csv`` as read by :func:`pandas.read_csv`;
     ``strategies``: ``strategies.json``; ``checks``: the five image checks (``augment_checks.json`` with

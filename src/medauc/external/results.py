@@ -19,7 +19,7 @@ specificity and PPV/NPV at ``evaluate.prevalences``. Added here:
   stays best, and its paired tests against every other model at the site;
 - ``audit``: the set's ``external/<name>/audit.json`` (shared images and patients, the statistics gap).
 
-``question_5`` (:func:`medauc.answers.question_five`) answers "Does the winner hold at another hospital?".
+``question_5`` (:func:`medauc.external.answer.question_five`) answers "Does the winner hold at another hospital?".
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from medauc import fileio
-from medauc.answers import question_five
+from medauc.external.answer import question_five
 from medauc.config import Config, replace
 from medauc.errors import EvaluationError
 from medauc.evaluate.bootstrap import bootstrap_many, estimate_cell
