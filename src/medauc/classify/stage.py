@@ -87,6 +87,16 @@ def stage_key(cfg: Config, model_name: str, seed: int, manifest_sha: str) -> str
     return config_hash({"model_name": model_name, "seed": seed}, model, train, data, manifest_sha)
 
 
+def record_name(model_name: str, seed: int) -> str:
+    """The stage record of one trained model and seed: ``train/<model folder>/<seed>``."""
+    return f"train/{safe_name(model_name)}/{seed}"
+
+
+def is_trained(out_dir: Path, cfg: Config, model_name: str, seed: int, manifest_sha: str) -> bool:
+    """Whether ``model_name`` seed ``seed`` finished in ``out_dir`` with these inputs (its record's key matches)."""
+    return records.stage_is_done(out_dir, record_name(model_name, seed), stage_key(cfg, model_name, seed, manifest_sha))
+
+
 def _write_predictions(path: Path, frame: pd.DataFrame) -> None:
     fileio.write_csv(path, frame.to_dict("records"), list(frame.columns))
 
@@ -159,8 +169,7 @@ def train_stage(
     try:
         if jobs > 1:
             # A finished training costs nothing: only the others are timed and ordered (medauc.classify.parallel).
-            epochs = [0 if records.stage_is_done(out_dir, f"train/{safe_name(m)}/{s}", stage_key(cfg, m, s, manifest_sha))
-                      else model_config(cfg, m).train.epochs for m, s in tasks]
+            epochs = [0 if is_trained(out_dir, cfg, m, s, manifest_sha) else model_config(cfg, m).train.epochs for m, s in tasks]
             costs = parallel.training_cost(cfg, tasks, epochs, len(classes), threads)
             return parallel.train_parallel(train_one, cfg, out_dir, tasks, costs, classes, train, loaded, monitor_split,
                                            manifest_sha, force, jobs, threads)
@@ -176,7 +185,7 @@ def train_one(
     cfg = model_config(cfg, model_name)
     model_dir = out_dir / "train" / safe_name(model_name) / str(seed)
     pred_dir = out_dir / "predictions" / safe_name(model_name) / str(seed)
-    stage = f"train/{safe_name(model_name)}/{seed}"
+    stage = record_name(model_name, seed)
     key = stage_key(cfg, model_name, seed, manifest_sha)
     t0 = time.perf_counter()
     todo = records.check_stage(out_dir, stage, key, force)

@@ -80,13 +80,10 @@ def classic_augment(images: np.ndarray, generator: torch.Generator, max_degrees:
 
 
 def _seeds_done(run_dir: Path, cfg: Config, model: str, manifest_path: Path) -> bool:
-    from medauc.classify.stage import safe_name, stage_key
+    from medauc.classify.stage import is_trained
 
     sha = key_sha256(run_dir, manifest_path)
-    return all(
-        records.stage_is_done(run_dir, f"train/{safe_name(model)}/{seed}", stage_key(cfg, model, seed, sha))
-        for seed in cfg.train.seeds
-    )
+    return all(is_trained(run_dir, cfg, model, seed, sha) for seed in cfg.train.seeds)
 
 
 def strategy_inputs(
