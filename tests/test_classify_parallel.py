@@ -108,6 +108,33 @@ def test_step_seconds_times_each_network_without_touching_the_random_state() -> 
     assert seconds["no_such_model_xyz"] == float("inf")
 
 
+def test_step_seconds_keeps_the_probe_small_at_the_studys_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catches: 16 images at every size (at the study's 224 px with its four models: 148 s and 5 GB),
+    # a network that takes over a second timed in every round.
+    import time
+
+    from medauc.classify import models
+
+    seen: dict[str, list[int]] = {}
+
+    class Probe(torch.nn.Module):
+        def __init__(self, name: str, seconds: float) -> None:
+            super().__init__()
+            self.name, self.seconds, self.w = name, seconds, torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.setdefault(self.name, []).append(len(x))
+            time.sleep(self.seconds)
+            return x.flatten(1)[:, :2] * self.w
+
+    monkeypatch.setattr(models, "create_model", lambda name, *a, **k: Probe(name, {"slow": 1.05, "fast": 0.0}[name]))
+    for size, batch in ((224, 2), (64, 16), (32, 16)):
+        seen.clear()
+        seconds = parallel.step_seconds(load_config("smoke", [f"data.image_size={size}"]), ["slow", "fast"], 2, 1)
+        assert seen == {"slow": [batch, batch], "fast": [batch] * 3}, size
+        assert seconds["slow"] > 1.0 > seconds["fast"]
+
+
 _TRAIN = """
 import sys
 from medauc.classify import stage as st
