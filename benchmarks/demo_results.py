@@ -3,7 +3,9 @@
     make demo                                         # or: .venv/bin/medauc run --config demo
     .venv/bin/python benchmarks/demo_results.py       # reads runs/demo, writes benchmarks/results/demo.md
 
-``--run DIR`` reads another run folder, ``--out FILE`` writes elsewhere (``-`` prints). Everything
+``--run DIR`` reads another run folder, ``--out FILE`` writes elsewhere (``-`` prints). ``--baseline DIR``
+adds a table of both runs' seconds per stage side by side: a shared machine's speed moves from hour
+to hour, so two commits compare only when run back to back (``../shared/MACHINE-NOTES.md``). Everything
 comes from the run's own files (``timings.json``, ``metrics.json``, ``augment_checks.json``,
 ``strategies.json``, ``environment.json``), so the table can be remade without training anything.
 The README's demo section cites the file this writes.
@@ -40,6 +42,28 @@ def stage_rows(timings: dict[str, Any]) -> list[str]:
         total = sum(computed.get(k, v) for k, v in last.items() if k != "total") if "computed" in timings else last["total"]
         rows.append(f"| **total** | **{total:.1f}** |")
     return ["| stage | seconds |", "|---|---|", *rows]
+
+
+def _seconds(timings: dict[str, Any]) -> dict[str, float]:
+    """Each stage's seconds when it last did its work, and their total (as :func:`stage_rows` gives them)."""
+    last = timings.get("last_run", {})
+    computed = timings.get("computed") or last
+    out = {k: float(computed.get(k, v)) for k, v in last.items() if k != "total"}
+    out["total"] = sum(out.values()) if "computed" in timings else float(last.get("total", sum(out.values())))
+    return out
+
+
+def baseline_rows(timings: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    """Seconds per stage of a baseline run and of this run, with this run's share of the baseline's time."""
+    now, before = _seconds(timings), _seconds(base)
+    rows = []
+    for k in [*[k for k in now if k != "total"], *[k for k in before if k not in now], "total"]:
+        a, b = before.get(k), now.get(k)
+        cell = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        ratio = f"{b / a:.2f}" if a and b is not None else "-"
+        bold = "**" if k == "total" else ""
+        rows.append(f"| {bold}{k}{bold} | {cell(a)} | {cell(b)} | {ratio} |")
+    return ["| stage | baseline | this run | this run / baseline |", "|---|---|---|---|", *rows]
 
 
 def training_line(run: Path) -> str:
@@ -87,7 +111,11 @@ def strategy_rows(strategies: dict[str, Any]) -> list[str]:
     return out
 
 
-def table(run: Path) -> str:
+def _commit(run: Path) -> str:
+    return str((_read(run, "environment.json") or {}).get("git_commit", "?"))[:7]
+
+
+def table(run: Path, baseline: Path | None = None) -> str:
     lines = [f"# Demo results ({run})", ""]
     env = _read(run, "environment.json") or {}
     if env:
@@ -99,6 +127,9 @@ def table(run: Path) -> str:
         lines += ["## Seconds per stage (`medauc run --config demo`)", "", *stage_rows(timings), ""]
         line = training_line(run)
         lines += [line, ""] if line else []
+        base = _read(baseline, "timings.json") if baseline is not None else None
+        if base:
+            lines += [f"### Back to back with {baseline} (commit {_commit(baseline)})", "", *baseline_rows(timings, base), ""]
     metrics = _read(run, "metrics.json")
     if metrics:
         lines += ["## Table 1: test metrics, trained on the augmented set", "", f"Bars ({BARS}).", "", *model_rows(metrics), ""]
@@ -115,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/demo", help="run folder [runs/demo]")
     parser.add_argument("--out", default="benchmarks/results/demo.md", help="Markdown file to write, or - to print")
+    parser.add_argument("--baseline", default=None, help="a run folder made just before or after, to set beside this one")
     args = parser.parse_args(argv)
     run = Path(args.run)
+    baseline = Path(args.baseline) if args.baseline else None
+    if baseline is not None and not (baseline / "timings.json").is_file():
+        print(f"--baseline {baseline} holds no timings.json; give a finished run folder", file=sys.stderr)
+        return 2
     if not (run / "timings.json").is_file() and not (run / "metrics.json").is_file():
         print(f"{run} holds no finished run (no timings.json or metrics.json); run `make demo` first", file=sys.stderr)
         return 2
-    text = table(run)
+    text = table(run, baseline)
     if args.out == "-":
         print(text)
     else:
