@@ -33,24 +33,27 @@ def _est(cell: dict[str, Any] | None, digits: int = 3) -> str:
     return f"{cell['value']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
 
 
-def stage_rows(timings: dict[str, Any]) -> list[str]:
-    """Each stage's seconds when it last did its work (``computed``; older runs: the last run's)."""
-    last = timings.get("last_run", {})
-    computed = timings.get("computed") or last
-    rows = [f"| {k} | {computed.get(k, v):.1f} |" for k, v in last.items() if k != "total"]
-    if "total" in last:
-        total = sum(computed.get(k, v) for k, v in last.items() if k != "total") if "computed" in timings else last["total"]
-        rows.append(f"| **total** | **{total:.1f}** |")
-    return ["| stage | seconds |", "|---|---|", *rows]
-
-
 def _seconds(timings: dict[str, Any]) -> dict[str, float]:
-    """Each stage's seconds when it last did its work, and their total (as :func:`stage_rows` gives them)."""
+    """Each stage's seconds when it last did its work, and their total (the last run's, for a run from before
+    ``computed`` was recorded)."""
     last = timings.get("last_run", {})
     computed = timings.get("computed") or last
     out = {k: float(computed.get(k, v)) for k, v in last.items() if k != "total"}
     out["total"] = sum(out.values()) if "computed" in timings else float(last.get("total", sum(out.values())))
     return out
+
+
+def stage_rows(timings: dict[str, Any]) -> list[str]:
+    """Each stage's seconds when it last did its work (``computed``; older runs: the last run's)."""
+    seconds = _seconds(timings)
+    rows = [f"| {k} | {v:.1f} |" for k, v in seconds.items() if k != "total"]
+    if "total" in timings.get("last_run", {}):
+        rows.append(f"| **total** | **{seconds['total']:.1f}** |")
+    return ["| stage | seconds |", "|---|---|", *rows]
+
+
+def _cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def baseline_rows(timings: dict[str, Any], base: dict[str, Any]) -> list[str]:
@@ -59,10 +62,9 @@ def baseline_rows(timings: dict[str, Any], base: dict[str, Any]) -> list[str]:
     rows = []
     for k in [*[k for k in now if k != "total"], *[k for k in before if k not in now], "total"]:
         a, b = before.get(k), now.get(k)
-        cell = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
         ratio = f"{b / a:.2f}" if a and b is not None else "-"
         bold = "**" if k == "total" else ""
-        rows.append(f"| {bold}{k}{bold} | {cell(a)} | {cell(b)} | {ratio} |")
+        rows.append(f"| {bold}{k}{bold} | {_cell(a)} | {_cell(b)} | {ratio} |")
     return ["| stage | baseline | this run | this run / baseline |", "|---|---|---|---|", *rows]
 
 
