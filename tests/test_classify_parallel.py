@@ -133,6 +133,7 @@ def test_step_seconds_keeps_the_probe_small_at_the_studys_size(monkeypatch: pyte
         seconds = parallel.step_seconds(load_config("smoke", [f"data.image_size={size}"]), ["slow", "fast"], 2, 1)
         assert seen == {"slow": [batch, batch], "fast": [batch] * 3}, size
         assert seconds["slow"] > 1.0 > seconds["fast"]
+        assert parallel.probe_batch(size) == batch  # the count the log names
 
 
 _TRAIN = """

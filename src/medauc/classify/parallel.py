@@ -13,7 +13,7 @@ trainings ran beside it: ``jobs=2`` with one thread each equals ``jobs=1`` with
 ``train.num_threads=1`` bit for bit (tested). The longest trainings start first (longest processing
 time first: with two cores and four trainings, the two that finish last then end close together).
 How long a training takes is estimated before it starts (:func:`training_cost`): its epochs times the
-seconds of one step of its network, timed here on 16 images, because a network's size says little
+seconds of one step of its network, timed here on a few images (:func:`probe_batch`), because a network's size says little
 (densenet121 has fewer parameters than resnet18 and trains at 0.66 times its speed on a CPU at 64 px).
 """
 
@@ -70,6 +70,11 @@ def order(costs: list[float]) -> list[int]:
     return sorted(range(len(costs)), key=lambda i: -costs[i])
 
 
+def probe_batch(image_size: int) -> int:
+    """How many images the step timing passes: as many as 16 at 64 px hold pixels, 2 to 16 (2 at 224 px)."""
+    return max(2, min(16, round(16 * 64 * 64 / image_size**2)))
+
+
 def step_seconds(cfg: Config, models: list[str], num_classes: int, threads: int, batch: int = 0, rounds: int = 2) -> dict[str, float]:
     """Seconds of one forward and backward pass of each network on ``batch`` images at the training size.
 
@@ -83,7 +88,7 @@ def step_seconds(cfg: Config, models: list[str], num_classes: int, threads: int,
     starts first and reports the error itself.
     Random weights and inputs, under a forked random state: nothing a training draws is changed.
 
-    ``batch`` 0: as many images as 16 at 64 px hold pixels (16 at 64 px, 2 at 224 px), and a network
+    ``batch`` 0: :func:`probe_batch` images (16 at 64 px, 2 at 224 px), and a network
     whose pass takes over a second is timed once: at the study's size (its four models at 224 px, one
     thread) 16 images and every round took 148 s and 5.0 GB; a costly network's pass varies little
     against its length. Gradients are dropped after each pass and the freed memory given back.
@@ -91,7 +96,7 @@ def step_seconds(cfg: Config, models: list[str], num_classes: int, threads: int,
     from medauc.classify.models import create_model
 
     size, chans, before = cfg.data.image_size, cfg.model.in_chans, torch.get_num_threads()
-    batch = batch or max(2, min(16, round(16 * 64 * 64 / size**2)))
+    batch = batch or probe_batch(size)
     best = {m: float("inf") for m in models}
     torch.set_num_threads(threads)
     try:
@@ -136,8 +141,8 @@ def training_cost(cfg: Config, tasks: list[tuple[str, int]], epochs: list[int], 
     models = list(dict.fromkeys(m for (m, _), e in zip(tasks, epochs) if e))
     per_step = step_seconds(cfg, models, num_classes, threads) if models else {}
     if per_step:
-        log.info("seconds per forward and backward pass on 16 images, %d thread(s) (the costliest trainings start first): %s",
-                 threads, ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()))
+        log.info("seconds per forward and backward pass on %d images, %d thread(s) (the costliest trainings start first): %s",
+                 probe_batch(cfg.data.image_size), threads, ", ".join(f"{m} {s:.3f}" for m, s in per_step.items()))
     return [e * per_step[m] if e else 0.0 for (m, _), e in zip(tasks, epochs)]
 
 
